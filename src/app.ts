@@ -1,0 +1,44 @@
+import formbody from '@fastify/formbody'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { adminRoutes } from './http/admin.js'
+import { installErrorHandling } from './http/errors.js'
+import { publicRoutes } from './http/public.js'
+import type { Tessera } from './tessera.js'
+
+function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: t.log.child({ listener: name }) as FastifyBaseLogger,
+    // One line per request (below) instead of fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
+    // Token requests are small; a large body is a mistake or an attack.
+    bodyLimit: 64 * 1024,
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  })
+  installErrorHandling(app, t.metrics)
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unknown'
+    const seconds = reply.elapsedTime / 1000
+    t.metrics.requestDuration.observe({ method: request.method, route, status: String(reply.statusCode) }, seconds)
+    request.log.info(
+      { method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
+      'request',
+    )
+  })
+  return app
+}
+
+/** The public API: token, introspection, revocation, keys, metadata and health. Never listens. */
+export async function buildPublicApp(t: Tessera): Promise<FastifyInstance> {
+  const app = baseApp(t, 'public')
+  await app.register(formbody)
+  publicRoutes(app, t)
+  return app
+}
+
+/** The admin API, on its own listener. Never listens. */
+export async function buildAdminApp(t: Tessera): Promise<FastifyInstance> {
+  const app = baseApp(t, 'admin')
+  adminRoutes(app, t)
+  return app
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+import { ConfigError, loadConfig } from '../config.js'
+import { openDatabase } from '../db/connect.js'
+import { migrate } from '../db/migrate.js'
+import { createLogger } from '../log.js'
+import { startServer } from '../server.js'
+import { runAdminCommand } from './admin.js'
+
+const USAGE = `usage: tessera <command>
+
+  serve                     run the server (configured by the environment; see .env.example)
+  migrate                   apply database migrations and exit
+  client create|list|show|rotate-secret|delete
+  user create|list|disable|enable|set-password|delete
+  keys list|rotate
+
+Admin commands call the admin API: --admin-url (default $TESSERA_ADMIN_URL or
+http://127.0.0.1:8081), credentials from TESSERA_ADMIN_CLIENT_ID / TESSERA_ADMIN_CLIENT_SECRET
+or DATA_DIR/admin-client.json. --json prints machine-readable output. Run a command with --help
+for its options.
+`
+
+async function serve(): Promise<void> {
+  const config = loadConfig()
+  const log = createLogger(config.logLevel)
+  const server = await startServer(config, { log })
+  let closing = false
+  const shutdown = (signal: string) => {
+    if (closing) return
+    closing = true
+    log.info({ signal }, 'shutting down')
+    server.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed')
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
+}
+
+async function runMigrations(): Promise<void> {
+  const config = loadConfig()
+  const log = createLogger(config.logLevel)
+  const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log })
+  try {
+    const { applied } = await migrate(database.db)
+    log.info({ applied }, applied.length > 0 ? 'migrations applied' : 'database is up to date')
+  } finally {
+    await database.close()
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  switch (command) {
+    case 'serve':
+      await serve()
+      return -1
+    case 'migrate':
+      await runMigrations()
+      return 0
+    case 'client':
+    case 'user':
+    case 'keys':
+      return runAdminCommand(command, rest)
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE)
+      return command === undefined ? 2 : 0
+    default:
+      process.stderr.write(`tessera: unknown command "${command}"\n\n${USAGE}`)
+      return 2
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) process.stderr.write(`tessera: ${err.message}\n`)
+    else process.stderr.write(`tessera: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.exitCode = 1
+  },
+)

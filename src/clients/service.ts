@@ -1,0 +1,116 @@
+import { randomUUID } from 'node:crypto'
+import type { Kysely } from 'kysely'
+import type { Clock } from '../clock.js'
+import { addSeconds } from '../clock.js'
+import type { Database } from '../db/schema.js'
+import { withLock } from '../db/locks.js'
+import { OAuthError, notFound } from '../errors.js'
+import { hashesEqual, randomSecret, sha256 } from '../secrets.js'
+import { clientRepository, type Client, type ClientSettings } from './repository.js'
+
+// A hash no secret has, so that an unknown client costs the same comparison as a known one.
+const NO_SECRET = sha256('tessera: no such client')
+
+export class ClientService {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly clock: Clock,
+  ) {}
+
+  find(clientId: string): Promise<Client | undefined> {
+    return clientRepository.find(this.db, clientId)
+  }
+
+  /**
+   * The client whose id and secret these are, or undefined. The secret is compared in constant
+   * time, and with a secret that was replaced with a grace period, the old one while it lasts.
+   */
+  async authenticate(clientId: string, secret: string): Promise<Client | undefined> {
+    const client = await clientRepository.find(this.db, clientId)
+    const presented = sha256(secret)
+    if (client === undefined) {
+      hashesEqual(presented, NO_SECRET)
+      return undefined
+    }
+    if (hashesEqual(presented, client.secretHash)) return client
+    const grace = client.previousSecretExpiresAt
+    if (client.previousSecretHash !== null && grace !== null && grace > this.clock.now()) {
+      if (hashesEqual(presented, client.previousSecretHash)) return client
+    }
+    return undefined
+  }
+
+  /** The longest an access token may live: the default or the longest client override. */
+  async maxAccessTokenTtl(defaultTtl: number): Promise<number> {
+    return Math.max(defaultTtl, (await clientRepository.maxAccessTokenTtl(this.db)) ?? 0)
+  }
+
+  /** A new client with a server-generated secret, returned only here. */
+  async create(settings: ClientSettings): Promise<{ client: Client; secret: string }> {
+    const secret = randomSecret()
+    const client = await clientRepository.insert(this.db, randomUUID(), sha256(secret), settings, this.clock.now())
+    if (client === undefined) throw new OAuthError('server_error', 'could not allocate a client id')
+    return { client, secret }
+  }
+
+  /** A new secret; the old one keeps working for `graceSeconds` (0: it stops at once). */
+  async rotateSecret(clientId: string, graceSeconds: number): Promise<string> {
+    const secret = randomSecret()
+    const now = this.clock.now()
+    const until = graceSeconds > 0 ? addSeconds(now, graceSeconds) : null
+    const client = await clientRepository.replaceSecret(this.db, clientId, sha256(secret), until, now)
+    if (client === undefined) throw notFound('client')
+    return secret
+  }
+
+  /**
+   * Makes sure the bootstrap admin client exists with this secret, the client_credentials grant
+   * and the admin scope, keeping whatever else an administrator gave it. Idempotent.
+   */
+  async ensureAdminClient(clientId: string, secret: string): Promise<void> {
+    const now = this.clock.now()
+    const existing = await clientRepository.find(this.db, clientId)
+    if (existing === undefined) {
+      const inserted = await clientRepository.insert(this.db, clientId, sha256(secret), adminSettings(), now)
+      if (inserted !== undefined) return
+    }
+    await this.db.transaction().execute(async (trx) => {
+      const client = await clientRepository.find(trx, clientId)
+      if (client === undefined) return
+      const hash = sha256(secret)
+      if (!hashesEqual(hash, client.secretHash)) await clientRepository.replaceSecret(trx, clientId, hash, null, now)
+      const grantTypes = client.grantTypes.includes('client_credentials')
+        ? client.grantTypes
+        : [...client.grantTypes, 'client_credentials' as const]
+      const scopes = client.scopes.includes('admin') ? client.scopes : [...client.scopes, 'admin']
+      if (grantTypes !== client.grantTypes || scopes !== client.scopes) {
+        await clientRepository.update(trx, clientId, { grantTypes, scopes }, now)
+      }
+    })
+  }
+
+  /** Creates an admin client when no client has the admin scope; the secret is returned only here. */
+  async createAdminClientIfNone(): Promise<{ clientId: string; secret: string } | undefined> {
+    // Under a lock, so that instances starting together over one database create one client.
+    return this.db.transaction().execute(async (trx) => {
+      await withLock(trx, 'bootstrap')
+      if (await clientRepository.anyAdmin(trx)) return undefined
+      const secret = randomSecret()
+      const client = await clientRepository.insert(trx, randomUUID(), sha256(secret), adminSettings(), this.clock.now())
+      if (client === undefined) throw new OAuthError('server_error', 'could not allocate a client id')
+      return { clientId: client.clientId, secret }
+    })
+  }
+}
+
+function adminSettings(): ClientSettings {
+  return {
+    name: 'Tessera admin',
+    grantTypes: ['client_credentials'],
+    scopes: ['admin'],
+    audiences: [],
+    resourceIdentifiers: [],
+    accessTokenTtl: null,
+    refreshTokenTtl: null,
+  }
+}

@@ -1,0 +1,119 @@
+// The environment, parsed once into a typed Config. Every variable is documented in .env.example.
+
+export type SigningAlg = 'ES256' | 'EdDSA' | 'RS256' | 'PS256'
+export const SIGNING_ALGS: readonly SigningAlg[] = ['ES256', 'EdDSA', 'RS256', 'PS256']
+
+export interface Config {
+  host: string
+  port: number
+  adminHost: string
+  adminPort: number
+  /** `iss` of every token; undefined until the public port is known when PORT=0. */
+  issuer: string | undefined
+  databaseUrl: string | undefined
+  dataDir: string
+  /** 32 bytes; undefined in embedded mode means "generate or load from DATA_DIR". */
+  keyEncryptionKey: Buffer | undefined
+  bootstrapAdmin: { clientId: string; clientSecret: string } | undefined
+  accessTokenTtl: number
+  refreshTokenTtl: number
+  signingAlg: SigningAlg
+  keyRotationInterval: number
+  /**
+   * How long /jwks may be cached. A new key is published at least this long (plus the poll
+   * interval) before it signs, so a resource server honouring Cache-Control always knows it.
+   */
+  jwksMaxAge: number
+  /** How often each instance re-reads key state and runs housekeeping, in milliseconds. */
+  keyPollIntervalMs: number
+  logLevel: string
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+type Env = Record<string, string | undefined>
+
+function str(env: Env, name: string): string | undefined {
+  const v = env[name]
+  return v === undefined || v.trim() === '' ? undefined : v.trim()
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = str(env, name)
+  if (raw === undefined) return fallback
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`)
+  const n = Number(raw)
+  if (n < min || n > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${n}`)
+  return n
+}
+
+export function parseKeyEncryptionKey(raw: string, name = 'KEY_ENCRYPTION_KEY'): Buffer {
+  const key = Buffer.from(raw, 'base64')
+  if (key.length !== 32 || !/^[A-Za-z0-9+/_-]+={0,2}$/.test(raw)) {
+    throw new ConfigError(`${name} must be 32 bytes encoded in base64 (try: openssl rand -base64 32)`)
+  }
+  return key
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const port = int(env, 'PORT', 8080, 0, 65535)
+  const databaseUrl = str(env, 'DATABASE_URL')
+  const kekRaw = str(env, 'KEY_ENCRYPTION_KEY')
+  const keyEncryptionKey = kekRaw === undefined ? undefined : parseKeyEncryptionKey(kekRaw)
+  if (databaseUrl !== undefined && keyEncryptionKey === undefined) {
+    throw new ConfigError(
+      'KEY_ENCRYPTION_KEY is required when DATABASE_URL is set: it encrypts the signing keys stored in ' +
+        'Postgres (generate one with: openssl rand -base64 32)',
+    )
+  }
+  const bootstrapId = str(env, 'BOOTSTRAP_ADMIN_CLIENT_ID')
+  const bootstrapSecret = str(env, 'BOOTSTRAP_ADMIN_CLIENT_SECRET')
+  if ((bootstrapId === undefined) !== (bootstrapSecret === undefined)) {
+    throw new ConfigError('BOOTSTRAP_ADMIN_CLIENT_ID and BOOTSTRAP_ADMIN_CLIENT_SECRET go together: set both or neither')
+  }
+  if (bootstrapSecret !== undefined && bootstrapSecret.length < 16) {
+    throw new ConfigError('BOOTSTRAP_ADMIN_CLIENT_SECRET must be at least 16 characters')
+  }
+  const signingAlg = (str(env, 'SIGNING_ALG') ?? 'ES256') as SigningAlg
+  if (!SIGNING_ALGS.includes(signingAlg)) {
+    throw new ConfigError(`SIGNING_ALG must be one of ${SIGNING_ALGS.join(', ')}, got "${signingAlg}"`)
+  }
+  const issuer = str(env, 'ISSUER') ?? (port === 0 ? undefined : `http://localhost:${port}`)
+  if (issuer !== undefined) validateIssuer(issuer)
+  return {
+    host: str(env, 'HOST') ?? '127.0.0.1',
+    port,
+    adminHost: str(env, 'ADMIN_HOST') ?? '127.0.0.1',
+    adminPort: int(env, 'ADMIN_PORT', 8081, 0, 65535),
+    issuer,
+    databaseUrl,
+    dataDir: str(env, 'DATA_DIR') ?? './data',
+    keyEncryptionKey,
+    bootstrapAdmin:
+      bootstrapId !== undefined && bootstrapSecret !== undefined
+        ? { clientId: bootstrapId, clientSecret: bootstrapSecret }
+        : undefined,
+    accessTokenTtl: int(env, 'ACCESS_TOKEN_TTL', 600, 1),
+    refreshTokenTtl: int(env, 'REFRESH_TOKEN_TTL', 1_209_600, 1),
+    signingAlg,
+    keyRotationInterval: int(env, 'KEY_ROTATION_INTERVAL', 2_592_000, 1),
+    jwksMaxAge: int(env, 'JWKS_MAX_AGE', 300, 0, 86_400),
+    keyPollIntervalMs: int(env, 'KEY_POLL_INTERVAL_MS', 1000, 50, 60_000),
+    logLevel: str(env, 'LOG_LEVEL') ?? 'info',
+  }
+}
+
+/** RFC 8414 §2: the issuer is an https (or, for development, http) URL with no query or fragment. */
+function validateIssuer(issuer: string): void {
+  let url: URL
+  try {
+    url = new URL(issuer)
+  } catch {
+    throw new ConfigError(`ISSUER must be a URL, got "${issuer}"`)
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.search !== '' || url.hash !== '') {
+    throw new ConfigError(`ISSUER must be an http(s) URL with no query or fragment, got "${issuer}"`)
+  }
+}

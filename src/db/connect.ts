@@ -1,0 +1,44 @@
+import { mkdirSync } from 'node:fs'
+import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import pg from 'pg'
+import type { Logger } from 'pino'
+import type { Database } from './schema.js'
+
+export interface DatabaseHandle {
+  db: Kysely<Database>
+  backend: 'postgres' | 'pglite'
+  close(): Promise<void>
+}
+
+export interface DatabaseOptions {
+  databaseUrl: string | undefined
+  dataDir: string
+  log: Logger
+}
+
+/** The one place that picks the backend: Postgres through a pg Pool, or embedded PGlite. */
+export async function openDatabase(opts: DatabaseOptions): Promise<DatabaseHandle> {
+  if (opts.databaseUrl !== undefined) return openPostgres(opts.databaseUrl, opts.log)
+  return openPglite(opts.dataDir)
+}
+
+function openPostgres(connectionString: string, log: Logger): DatabaseHandle {
+  const pool = new pg.Pool({ connectionString, max: 10, idleTimeoutMillis: 30_000 })
+  // An idle client whose connection drops emits 'error' on the pool; a checked-out one emits it on
+  // the client itself, and unhandled it would kill the process. The query in flight fails and
+  // the request gets an error answer; the pool replaces the connection.
+  pool.on('error', (err) => log.warn({ err: err.message }, 'idle database connection failed'))
+  pool.on('connect', (client) => {
+    client.on('error', (err) => log.warn({ err: err.message }, 'database connection failed'))
+  })
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  return { db, backend: 'postgres', close: () => db.destroy() }
+}
+
+async function openPglite(dataDir: string): Promise<DatabaseHandle> {
+  const { PGlite } = await import('@electric-sql/pglite')
+  if (!dataDir.startsWith('memory://')) mkdirSync(dataDir, { recursive: true })
+  const pglite = await PGlite.create(dataDir)
+  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
+  return { db, backend: 'pglite', close: () => db.destroy() }
+}

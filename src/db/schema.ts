@@ -1,0 +1,90 @@
+import type { ColumnType, Generated, Kysely, Transaction } from 'kysely'
+
+// Row types as the database returns them. bytea arrives as Buffer from pg and as Uint8Array from
+// PGlite, so it is typed as the common Uint8Array.
+
+type Timestamp = ColumnType<Date, Date, Date>
+
+export interface ClientsTable {
+  client_id: string
+  name: string
+  secret_hash: Uint8Array
+  previous_secret_hash: Uint8Array | null
+  previous_secret_expires_at: Timestamp | null
+  grant_types: string[]
+  scopes: string[]
+  audiences: string[]
+  resource_identifiers: string[]
+  access_token_ttl: number | null
+  refresh_token_ttl: number | null
+  tokens_revoked_at: Timestamp | null
+  created_at: Timestamp
+  updated_at: Timestamp
+}
+
+export interface UsersTable {
+  id: string
+  username: string
+  username_key: string
+  password_hash: string
+  disabled: Generated<boolean>
+  scopes: string[] | null
+  created_at: Timestamp
+  updated_at: Timestamp
+}
+
+export type KeyState = 'next' | 'active' | 'retired' | 'removed'
+
+export interface SigningKeysTable {
+  kid: string
+  alg: string
+  state: KeyState
+  public_jwk: ColumnType<Record<string, unknown>, string, string>
+  private_key: Uint8Array | null
+  created_at: Timestamp
+  activate_at: Timestamp | null
+  activated_at: Timestamp | null
+  retired_at: Timestamp | null
+  remove_at: Timestamp | null
+  removed_at: Timestamp | null
+}
+
+export interface GrantsTable {
+  id: string
+  client_id: string
+  user_id: string
+  scopes: string[]
+  audiences: string[]
+  created_at: Timestamp
+  expires_at: Timestamp
+  revoked_at: Timestamp | null
+}
+
+export interface RefreshTokensTable {
+  token_hash: Uint8Array
+  grant_id: string
+  issued_at: Timestamp
+  expires_at: Timestamp
+  used_at: Timestamp | null
+}
+
+export interface RevokedAccessTokensTable {
+  jti: string
+  expires_at: Timestamp
+}
+
+export interface Database {
+  clients: ClientsTable
+  users: UsersTable
+  signing_keys: SigningKeysTable
+  grants: GrantsTable
+  refresh_tokens: RefreshTokensTable
+  revoked_access_tokens: RevokedAccessTokensTable
+}
+
+/**
+ * What a repository method runs its queries on: the root database or a transaction. Repositories
+ * take it as a parameter and never capture the root, because PGlite has one connection and a
+ * query on the root issued inside a transaction would wait forever.
+ */
+export type Executor = Kysely<Database> | Transaction<Database>

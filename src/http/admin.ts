@@ -1,0 +1,297 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { GRANT_TYPES, type Client, type ClientSettings } from '../clients/repository.js'
+import { OAuthError, invalidRequest, notFound } from '../errors.js'
+import { asUuid } from '../tokens/repository.js'
+import type { Tessera } from '../tessera.js'
+import { userRepository, type User } from '../users/repository.js'
+import { clientRepository } from '../clients/repository.js'
+import { metadata } from './public.js'
+
+// JSON schemas of the admin API's bodies. Unknown properties are refused rather than dropped, so
+// a typo is an error instead of a silent no-op.
+const scopeList = {
+  type: 'array',
+  maxItems: 200,
+  uniqueItems: true,
+  items: { type: 'string', pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]+$', maxLength: 200 },
+} as const
+const identifierList = {
+  type: 'array',
+  maxItems: 100,
+  uniqueItems: true,
+  items: { type: 'string', pattern: '^\\S+$', maxLength: 2000 },
+} as const
+const ttl = { type: ['integer', 'null'], minimum: 1, maximum: 315_360_000 } as const
+const clientProperties = {
+  name: { type: 'string', minLength: 1, maxLength: 200 },
+  grant_types: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: GRANT_TYPES } },
+  scopes: scopeList,
+  audiences: identifierList,
+  resource_identifiers: identifierList,
+  access_token_ttl: ttl,
+  refresh_token_ttl: ttl,
+} as const
+const createClientSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'grant_types', 'scopes'],
+  properties: clientProperties,
+} as const
+const patchClientSchema = { type: 'object', additionalProperties: false, minProperties: 1, properties: clientProperties } as const
+const password = { type: 'string', minLength: 1, maxLength: 1024 } as const
+const userScopes = { anyOf: [scopeList, { type: 'null' }] } as const
+const createUserSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['username', 'password'],
+  properties: {
+    // No control characters, no surrounding white space: a username is something people type.
+    username: { type: 'string', minLength: 1, maxLength: 200, pattern: '^(?!\\s)[^\\x00-\\x1f\\x7f]*(?<!\\s)$' },
+    password,
+    scopes: userScopes,
+  },
+} as const
+const patchUserSchema = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: { disabled: { type: 'boolean' }, scopes: userScopes },
+} as const
+const passwordSchema = { type: 'object', additionalProperties: false, required: ['password'], properties: { password } } as const
+const rotateSecretSchema = {
+  anyOf: [
+    {
+      type: 'object',
+      additionalProperties: false,
+      properties: { grace_seconds: { type: 'integer', minimum: 0, maximum: 31_536_000 } },
+    },
+    { type: 'null' },
+  ],
+} as const
+
+interface ClientBody {
+  name?: string
+  grant_types?: ClientSettings['grantTypes']
+  scopes?: string[]
+  audiences?: string[]
+  resource_identifiers?: string[]
+  access_token_ttl?: number | null
+  refresh_token_ttl?: number | null
+}
+
+function clientSettings(b: ClientBody): Partial<ClientSettings> {
+  return {
+    ...(b.name !== undefined && { name: b.name }),
+    ...(b.grant_types !== undefined && { grantTypes: b.grant_types }),
+    ...(b.scopes !== undefined && { scopes: b.scopes }),
+    ...(b.audiences !== undefined && { audiences: b.audiences }),
+    ...(b.resource_identifiers !== undefined && { resourceIdentifiers: b.resource_identifiers }),
+    ...(b.access_token_ttl !== undefined && { accessTokenTtl: b.access_token_ttl }),
+    ...(b.refresh_token_ttl !== undefined && { refreshTokenTtl: b.refresh_token_ttl }),
+  }
+}
+
+/** A client as the admin API shows it: never its secret. */
+export function clientView(c: Client) {
+  return {
+    client_id: c.clientId,
+    name: c.name,
+    grant_types: c.grantTypes,
+    scopes: c.scopes,
+    audiences: c.audiences,
+    resource_identifiers: c.resourceIdentifiers,
+    access_token_ttl: c.accessTokenTtl,
+    refresh_token_ttl: c.refreshTokenTtl,
+    created_at: c.createdAt.toISOString(),
+    updated_at: c.updatedAt.toISOString(),
+  }
+}
+
+/** A user as the admin API shows it: never the password hash. */
+export function userView(u: User) {
+  return {
+    id: u.id,
+    username: u.username,
+    disabled: u.disabled,
+    scopes: u.scopes,
+    created_at: u.createdAt.toISOString(),
+    updated_at: u.updatedAt.toISOString(),
+  }
+}
+
+function paging(query: unknown): { limit: number; after: string | undefined } {
+  const q = (query ?? {}) as Record<string, unknown>
+  const limitRaw = q['limit']
+  let limit = 100
+  if (limitRaw !== undefined) {
+    if (typeof limitRaw !== 'string' || !/^\d+$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 1000) {
+      throw invalidRequest('limit must be a whole number from 1 to 1000')
+    }
+    limit = Number(limitRaw)
+  }
+  const after = q['after']
+  if (after !== undefined && typeof after !== 'string') throw invalidRequest('after must be given once')
+  return { limit, after }
+}
+
+/** The bearer token's scopes if it is an active token of this server; otherwise a 401. */
+async function bearerScopes(t: Tessera, request: FastifyRequest): Promise<string[]> {
+  const match = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(request.headers.authorization ?? '')
+  if (match === null) throw new OAuthError('invalid_token', 'a bearer access token is required')
+  const active = await t.status.activeAccessToken(match[1]!)
+  if (active === undefined) throw new OAuthError('invalid_token', 'the access token is not active')
+  return active.claims.scope.split(' ')
+}
+
+function requireScope(scopes: string[], accepted: string[]): void {
+  if (!accepted.some((s) => scopes.includes(s))) {
+    throw new OAuthError('insufficient_scope', `requires scope ${accepted.join(' or ')}`)
+  }
+}
+
+export function adminRoutes(app: FastifyInstance, t: Tessera): void {
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('cache-control', 'no-store')
+    // The metadata lets the CLI find the token endpoint from the admin URL alone.
+    if (request.url === '/.well-known/oauth-authorization-server') return
+    const scopes = await bearerScopes(t, request)
+    requireScope(scopes, request.url.split('?')[0] === '/metrics' ? ['metrics', 'admin'] : ['admin'])
+  })
+
+  app.get('/.well-known/oauth-authorization-server', async () => metadata(t.issuer()))
+
+  app.get('/metrics', async (_request, reply) => {
+    return reply.header('content-type', t.metrics.registry.contentType).send(await t.metrics.registry.metrics())
+  })
+
+  // Clients
+  app.post('/admin/clients', { schema: { body: createClientSchema } }, async (request, reply) => {
+    const body = request.body as Required<Pick<ClientBody, 'name' | 'grant_types' | 'scopes'>> & ClientBody
+    const { client, secret } = await t.clients.create({
+      name: body.name,
+      grantTypes: body.grant_types,
+      scopes: body.scopes,
+      audiences: body.audiences ?? [],
+      resourceIdentifiers: body.resource_identifiers ?? [],
+      accessTokenTtl: body.access_token_ttl ?? null,
+      refreshTokenTtl: body.refresh_token_ttl ?? null,
+    })
+    return reply.code(201).send({ ...clientView(client), client_secret: secret })
+  })
+
+  app.get('/admin/clients', async (request) => {
+    const page = paging(request.query)
+    const clients = await clientRepository.list(t.db, page)
+    return { clients: clients.map(clientView), ...nextPage(clients.length, page.limit, clients.at(-1)?.clientId) }
+  })
+
+  app.get<{ Params: { client_id: string } }>('/admin/clients/:client_id', async (request) => {
+    const client = await t.clients.find(request.params.client_id)
+    if (client === undefined) throw notFound('client')
+    return clientView(client)
+  })
+
+  app.patch<{ Params: { client_id: string } }>(
+    '/admin/clients/:client_id',
+    { schema: { body: patchClientSchema } },
+    async (request) => {
+      const client = await clientRepository.update(
+        t.db,
+        request.params.client_id,
+        clientSettings(request.body as ClientBody),
+        t.clock.now(),
+      )
+      if (client === undefined) throw notFound('client')
+      return clientView(client)
+    },
+  )
+
+  app.delete<{ Params: { client_id: string } }>('/admin/clients/:client_id', async (request, reply) => {
+    if (!(await clientRepository.delete(t.db, request.params.client_id))) throw notFound('client')
+    return reply.code(204).send()
+  })
+
+  app.post<{ Params: { client_id: string } }>(
+    '/admin/clients/:client_id/secret',
+    { schema: { body: rotateSecretSchema } },
+    async (request) => {
+      const grace = (request.body as { grace_seconds?: number } | null)?.grace_seconds ?? 0
+      return { client_secret: await t.clients.rotateSecret(request.params.client_id, grace) }
+    },
+  )
+
+  app.post<{ Params: { client_id: string } }>('/admin/clients/:client_id/revoke-tokens', async (request, reply) => {
+    if (!(await t.tokens.revokeAllForClient(request.params.client_id))) throw notFound('client')
+    return reply.code(204).send()
+  })
+
+  // Users
+  app.post('/admin/users', { schema: { body: createUserSchema } }, async (request, reply) => {
+    const body = request.body as { username: string; password: string; scopes?: string[] | null }
+    const user = await t.users.create({ username: body.username, password: body.password, scopes: body.scopes ?? null })
+    return reply.code(201).send(userView(user))
+  })
+
+  app.get('/admin/users', async (request) => {
+    const q = (request.query ?? {}) as Record<string, unknown>
+    if (q['username'] !== undefined) {
+      if (typeof q['username'] !== 'string') throw invalidRequest('username must be given once')
+      const user = await userRepository.findByUsername(t.db, q['username'])
+      return { users: user === undefined ? [] : [userView(user)] }
+    }
+    const page = paging(q)
+    const users = await userRepository.list(t.db, { limit: page.limit, after: page.after })
+    return { users: users.map(userView), ...nextPage(users.length, page.limit, users.at(-1)?.id) }
+  })
+
+  app.get<{ Params: { id: string } }>('/admin/users/:id', async (request) => {
+    const user = await findUser(t, request.params.id)
+    return userView(user)
+  })
+
+  app.patch<{ Params: { id: string } }>('/admin/users/:id', { schema: { body: patchUserSchema } }, async (request) => {
+    await findUser(t, request.params.id)
+    return userView(await t.users.update(request.params.id, request.body as { disabled?: boolean; scopes?: string[] | null }))
+  })
+
+  app.delete<{ Params: { id: string } }>('/admin/users/:id', async (request, reply) => {
+    const id = asUuid(request.params.id)
+    if (id === null || !(await userRepository.delete(t.db, id))) throw notFound('user')
+    return reply.code(204).send()
+  })
+
+  app.post<{ Params: { id: string } }>('/admin/users/:id/password', { schema: { body: passwordSchema } }, async (request, reply) => {
+    const user = await findUser(t, request.params.id)
+    await t.users.setPassword(user.id, (request.body as { password: string }).password)
+    return reply.code(204).send()
+  })
+
+  app.post<{ Params: { id: string } }>('/admin/users/:id/revoke-tokens', async (request, reply) => {
+    const user = await findUser(t, request.params.id)
+    await t.tokens.revokeAllForUser(user.id)
+    return reply.code(204).send()
+  })
+
+  // Signing keys
+  app.get('/admin/keys', async () => ({ keys: await t.keys.list() }))
+
+  app.post('/admin/keys/rotate', async (request) => {
+    const immediate = (request.query as Record<string, unknown>)['immediate']
+    if (immediate !== undefined && immediate !== 'true' && immediate !== 'false') {
+      throw invalidRequest('immediate must be true or false')
+    }
+    return t.keys.rotate({ immediate: immediate === 'true' })
+  })
+}
+
+async function findUser(t: Tessera, rawId: string): Promise<User> {
+  const id = asUuid(rawId)
+  const user = id === null ? undefined : await t.users.find(id)
+  if (user === undefined) throw notFound('user')
+  return user
+}
+
+/** Where the next page starts, when this one was full. */
+function nextPage(count: number, limit: number, last: string | undefined): { next?: string } {
+  return count === limit && last !== undefined ? { next: last } : {}
+}

@@ -1,0 +1,54 @@
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
+import { OAuthError } from '../errors.js'
+import type { Metrics } from '../metrics.js'
+
+/** The one place where errors become HTTP: RFC 6749 §5.2 JSON, never a stack trace. */
+export function toOAuthError(err: unknown): OAuthError {
+  if (err instanceof OAuthError) return err
+  const e = err as Partial<FastifyError>
+  if (e.validation !== undefined) {
+    return new OAuthError('invalid_request', e.message ?? 'invalid request')
+  }
+  if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || e.code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH') {
+    return new OAuthError('invalid_request', 'unsupported content type')
+  }
+  if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new OAuthError('invalid_request', 'request body too large')
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    return new OAuthError('invalid_request', 'malformed request', e.message)
+  }
+  return new OAuthError('server_error', 'internal error', e.message)
+}
+
+function challenge(err: OAuthError): string | undefined {
+  switch (err.code) {
+    case 'invalid_client':
+      return 'Basic realm="tessera", charset="UTF-8"'
+    case 'invalid_token':
+      return `Bearer realm="tessera", error="invalid_token"`
+    case 'insufficient_scope':
+      return `Bearer realm="tessera", error="insufficient_scope"`
+    default:
+      return undefined
+  }
+}
+
+export function sendError(reply: FastifyReply, err: OAuthError): FastifyReply {
+  const www = challenge(err)
+  if (www !== undefined) reply.header('www-authenticate', www)
+  return reply
+    .code(err.status)
+    .header('cache-control', 'no-store')
+    .header('pragma', 'no-cache')
+    .send({ error: err.code, ...(err.description !== undefined && { error_description: err.description }) })
+}
+
+export function installErrorHandling(app: FastifyInstance, metrics: Metrics): void {
+  app.setErrorHandler((raw, request, reply) => {
+    const err = toOAuthError(raw)
+    metrics.oauthErrors.inc({ error: err.code })
+    if (err.status >= 500) request.log.error({ err: raw }, 'request failed')
+    else request.log.info({ error: err.code, detail: err.detail }, 'request refused')
+    return sendError(reply, err)
+  })
+  app.setNotFoundHandler((_request, reply) => sendError(reply, new OAuthError('not_found', 'no such route')))
+}

@@ -1,0 +1,77 @@
+import type { Selectable } from 'kysely'
+import type { Executor, KeyState, SigningKeysTable } from '../db/schema.js'
+
+export type KeyRow = Selectable<SigningKeysTable>
+
+export interface NewKey {
+  kid: string
+  alg: string
+  publicJwk: Record<string, unknown>
+  sealedPrivateKey: Buffer
+}
+
+export const keyRepository = {
+  /** Every key not yet removed, oldest first. */
+  async listLive(db: Executor): Promise<KeyRow[]> {
+    return db.selectFrom('signing_keys').selectAll().where('state', '!=', 'removed').orderBy('created_at').execute()
+  },
+
+  /** Every key, removed ones included (their private key is gone), newest first. */
+  async listAll(db: Executor): Promise<KeyRow[]> {
+    return db.selectFrom('signing_keys').selectAll().orderBy('created_at', 'desc').execute()
+  },
+
+  /** The key's state, or undefined for a kid this server never had. */
+  async state(db: Executor, kid: string): Promise<KeyState | undefined> {
+    const row = await db.selectFrom('signing_keys').select('state').where('kid', '=', kid).executeTakeFirst()
+    return row?.state
+  },
+
+  async insertNext(db: Executor, key: NewKey, now: Date, activateAt: Date): Promise<void> {
+    await db
+      .insertInto('signing_keys')
+      .values({ ...columns(key), state: 'next', created_at: now, activate_at: activateAt })
+      .execute()
+  },
+
+  async insertActive(db: Executor, key: NewKey, now: Date): Promise<void> {
+    await db
+      .insertInto('signing_keys')
+      .values({ ...columns(key), state: 'active', created_at: now, activate_at: now, activated_at: now })
+      .execute()
+  },
+
+  /** Retires the active key (it stays published until removeAt) and makes `kid` active. */
+  async promote(db: Executor, kid: string, now: Date, removeAt: Date): Promise<void> {
+    await db
+      .updateTable('signing_keys')
+      .set({ state: 'retired', retired_at: now, remove_at: removeAt })
+      .where('state', '=', 'active')
+      .execute()
+    await db
+      .updateTable('signing_keys')
+      .set({ state: 'active', activated_at: now })
+      .where('kid', '=', kid)
+      .where('state', '=', 'next')
+      .execute()
+  },
+
+  /** Removes keys: they leave /jwks and their private key is erased. */
+  async remove(db: Executor, kids: string[], now: Date): Promise<void> {
+    if (kids.length === 0) return
+    await db
+      .updateTable('signing_keys')
+      .set({ state: 'removed', removed_at: now, private_key: null })
+      .where('kid', 'in', kids)
+      .execute()
+  },
+}
+
+function columns(key: NewKey) {
+  return {
+    kid: key.kid,
+    alg: key.alg,
+    public_jwk: JSON.stringify(key.publicJwk),
+    private_key: key.sealedPrivateKey,
+  }
+}

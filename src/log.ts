@@ -1,0 +1,28 @@
+import pino, { type Logger } from 'pino'
+
+/**
+ * What is never logged: credentials in headers, and any field that carries a password, a secret
+ * or a token, wherever it sits in a logged object.
+ */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'headers.authorization',
+  'authorization',
+  'password',
+  'client_secret',
+  'secret',
+  'token',
+  'access_token',
+  'refresh_token',
+  '*.password',
+  '*.client_secret',
+  '*.secret',
+  '*.token',
+  '*.access_token',
+  '*.refresh_token',
+  '*.authorization',
+]
+
+export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  return pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination)
+}

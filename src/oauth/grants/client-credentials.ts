@@ -1,0 +1,14 @@
+import { resolveAudiences } from '../audience.js'
+import { grantScopes, parseScope } from '../scope.js'
+import type { GrantHandler } from './grant.js'
+
+/** RFC 6749 §4.4: Client Credentials. */
+export const clientCredentialsGrant: GrantHandler = {
+  grantType: 'client_credentials',
+  parameters: ['scope', 'resource'],
+  async handle({ client, params, services }) {
+    const scopes = grantScopes(parseScope(params.get('scope')), client.scopes)
+    const audiences = resolveAudiences(params.all('resource'), client.audiences, services.issuer())
+    return services.tokens.issueForClient(client, scopes, audiences)
+  },
+}

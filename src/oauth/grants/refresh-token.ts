@@ -1,0 +1,27 @@
+import { invalidGrant, invalidScope, invalidTarget } from '../../errors.js'
+import { allowedForUser, grantScopes, parseScope } from '../scope.js'
+import type { GrantHandler } from './grant.js'
+
+/** RFC 6749 §6: Refreshing an Access Token, with rotation (RFC 9700 §4.14.2). */
+export const refreshTokenGrant: GrantHandler = {
+  grantType: 'refresh_token',
+  parameters: ['refresh_token', 'scope', 'resource'],
+  async handle({ client, params, services }) {
+    const presented = await services.tokens.findRefreshToken(client, params.required('refresh_token'))
+    const { grant } = presented
+    const user = await services.users.find(grant.userId)
+    if (user === undefined || user.disabled) throw invalidGrant('refresh token is invalid', 'user disabled or deleted')
+    // §6: the scope may narrow what was granted, never widen it; and what the client or the user
+    // may no longer have is not handed out again.
+    const scopes = grantScopes(parseScope(params.get('scope')), grant.scopes)
+    const allowedNow = new Set(allowedForUser(client.scopes, user.scopes))
+    const withdrawn = scopes.filter((s) => !allowedNow.has(s))
+    if (withdrawn.length > 0) throw invalidScope(`scope no longer allowed: ${withdrawn.join(' ')}`)
+    // RFC 8707 §2.2: a refresh may ask for any of the resources of the original grant.
+    const resources = params.all('resource')
+    const beyond = resources.filter((r) => !grant.audiences.includes(r))
+    if (beyond.length > 0) throw invalidTarget(`resource not in the original grant: ${beyond.join(' ')}`)
+    const audiences = resources.length > 0 ? [...new Set(resources)] : grant.audiences
+    return services.tokens.rotate(client, presented, scopes, audiences)
+  },
+}

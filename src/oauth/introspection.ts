@@ -1,0 +1,58 @@
+import type { Client } from '../clients/repository.js'
+import type { TokenStatus } from '../tokens/status.js'
+import { epochSeconds } from '../clock.js'
+
+export type IntrospectionResponse = { active: false } | ({ active: true } & Record<string, unknown>)
+
+const INACTIVE: IntrospectionResponse = Object.freeze({ active: false })
+
+/** A refresh token is opaque; an access token is a JWS in compact form, with two dots. */
+export const looksLikeJwt = (token: string): boolean => token.split('.').length === 3
+
+/**
+ * RFC 7662 §2. A token is active for the client it was issued to, and for a client that serves
+ * one of its audiences as a resource server; to anyone else it is `{"active": false}`, exactly
+ * as an unknown token is, so introspection cannot be used to scan other clients' tokens.
+ * token_type_hint is not needed: the two kinds of token cannot be mistaken for each other.
+ */
+export async function introspect(status: TokenStatus, caller: Client, token: string, issuer: string): Promise<IntrospectionResponse> {
+  if (looksLikeJwt(token)) {
+    const at = await status.activeAccessToken(token)
+    if (at === undefined) return INACTIVE
+    const { claims } = at
+    const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud]
+    const serves = aud.some((a) => caller.resourceIdentifiers.includes(a))
+    if (claims.client_id !== caller.clientId && !serves) return INACTIVE
+    return {
+      active: true,
+      scope: claims.scope,
+      client_id: claims.client_id,
+      ...(at.username !== undefined && { username: at.username }),
+      token_type: 'Bearer',
+      exp: claims.exp,
+      iat: claims.iat,
+      ...(claims.nbf !== undefined && { nbf: claims.nbf }),
+      sub: claims.sub,
+      aud: claims.aud,
+      iss: claims.iss,
+      jti: claims.jti,
+      token_use: 'access_token',
+    }
+  }
+  const rt = await status.activeRefreshToken(token)
+  // Refresh tokens are only ever shown to the client that holds them (RFC 6749 §10.4).
+  if (rt === undefined || rt.grant.clientId !== caller.clientId) return INACTIVE
+  return {
+    active: true,
+    scope: rt.grant.scopes.join(' '),
+    client_id: rt.grant.clientId,
+    username: rt.username,
+    token_type: 'refresh_token',
+    exp: epochSeconds(rt.expiresAt),
+    iat: epochSeconds(rt.issuedAt),
+    sub: rt.grant.userId,
+    aud: rt.grant.audiences.length === 1 ? rt.grant.audiences[0] : rt.grant.audiences,
+    iss: issuer,
+    token_use: 'refresh_token',
+  }
+}

@@ -1,0 +1,31 @@
+import type { GrantType } from '../clients/repository.js'
+import { OAuthError } from '../errors.js'
+import type { TokenResponse } from '../tokens/service.js'
+import { authenticateClient } from './client-auth.js'
+import { clientCredentialsGrant } from './grants/client-credentials.js'
+import type { GrantHandler, OAuthServices } from './grants/grant.js'
+import { passwordGrant } from './grants/password.js'
+import { refreshTokenGrant } from './grants/refresh-token.js'
+import type { Params } from './params.js'
+
+const GRANTS = new Map<string, GrantHandler>(
+  [passwordGrant, clientCredentialsGrant, refreshTokenGrant].map((g) => [g.grantType, g]),
+)
+
+export const SUPPORTED_GRANT_TYPES: GrantType[] = [...GRANTS.values()].map((g) => g.grantType)
+
+/** The token endpoint (RFC 6749 §3.2), as the RFC orders its checks. */
+export async function tokenEndpoint(
+  services: OAuthServices,
+  request: { authorization: string | undefined; params: Params },
+): Promise<TokenResponse> {
+  const { params } = request
+  const grantType = params.required('grant_type')
+  const client = await authenticateClient(services.clients, request.authorization, params)
+  const grant = GRANTS.get(grantType)
+  if (grant === undefined) throw new OAuthError('unsupported_grant_type', `grant_type "${grantType}" is not supported`)
+  if (!client.grantTypes.includes(grant.grantType)) {
+    throw new OAuthError('unauthorized_client', `this client may not use the ${grantType} grant`)
+  }
+  return grant.handle({ client, params, services })
+}

@@ -1,0 +1,95 @@
+import type { Kysely } from 'kysely'
+import type { Logger } from 'pino'
+import { ClientService } from './clients/service.js'
+import type { Clock } from './clock.js'
+import type { Config } from './config.js'
+import type { Database } from './db/schema.js'
+import { KeyManager } from './keys/manager.js'
+import { Metrics } from './metrics.js'
+import type { OAuthServices } from './oauth/grants/grant.js'
+import { AccessTokens } from './tokens/access-tokens.js'
+import { tokenRepository } from './tokens/repository.js'
+import { TokenService } from './tokens/service.js'
+import { TokenStatus } from './tokens/status.js'
+import { prepareDummyHash } from './users/passwords.js'
+import { UserService } from './users/service.js'
+
+/** Every service of one server instance, wired once; the HTTP layer only calls into these. */
+export interface Tessera extends OAuthServices {
+  config: Config
+  db: Kysely<Database>
+  clock: Clock
+  log: Logger
+  keys: KeyManager
+  accessTokens: AccessTokens
+  status: TokenStatus
+  metrics: Metrics
+  /** Starts the key schedule and housekeeping. */
+  start(): Promise<void>
+  stop(): void
+}
+
+// Expired deny-list entries, grants and refresh tokens are deleted this often. Idempotent, so
+// every instance may do it.
+const HOUSEKEEPING_INTERVAL_MS = 60_000
+
+export function createTessera(opts: {
+  config: Config
+  db: Kysely<Database>
+  clock: Clock
+  log: Logger
+  keyEncryptionKey: Buffer
+  /** The issuer; a function because with PORT=0 it is known only once the server listens. */
+  issuer: () => string
+}): Tessera {
+  const { config, db, clock, log } = opts
+  const clients = new ClientService(db, clock)
+  const users = new UserService(db, clock)
+  const keys = new KeyManager(
+    db,
+    clock,
+    opts.keyEncryptionKey,
+    {
+      alg: config.signingAlg,
+      rotationInterval: config.keyRotationInterval,
+      jwksMaxAge: config.jwksMaxAge,
+      pollIntervalMs: config.keyPollIntervalMs,
+      maxAccessTokenTtl: () => clients.maxAccessTokenTtl(config.accessTokenTtl),
+    },
+    log.child({ component: 'keys' }),
+  )
+  const accessTokens = new AccessTokens(keys, clock, opts.issuer)
+  const tokens = new TokenService(db, clock, accessTokens, {
+    accessTokenTtl: config.accessTokenTtl,
+    refreshTokenTtl: config.refreshTokenTtl,
+  })
+  const status = new TokenStatus(db, clock, accessTokens)
+  let housekeeping: NodeJS.Timeout | undefined
+  return {
+    config,
+    db,
+    clock,
+    log,
+    keys,
+    clients,
+    users,
+    tokens,
+    accessTokens,
+    status,
+    metrics: new Metrics(),
+    issuer: opts.issuer,
+    async start() {
+      await Promise.all([keys.start(), prepareDummyHash()])
+      housekeeping = setInterval(() => {
+        tokenRepository
+          .purgeExpired(db, clock.now())
+          .catch((err: unknown) => log.warn({ err }, 'housekeeping failed'))
+      }, HOUSEKEEPING_INTERVAL_MS)
+      housekeeping.unref()
+    },
+    stop() {
+      keys.stop()
+      if (housekeeping !== undefined) clearInterval(housekeeping)
+    },
+  }
+}

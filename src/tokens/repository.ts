@@ -1,0 +1,175 @@
+import { sql } from 'kysely'
+import type { Executor, KeyState } from '../db/schema.js'
+
+export interface Grant {
+  id: string
+  clientId: string
+  userId: string
+  scopes: string[]
+  audiences: string[]
+  revokedAt: Date | null
+}
+
+export interface RefreshTokenRecord {
+  grant: Grant
+  issuedAt: Date
+  expiresAt: Date
+  usedAt: Date | null
+}
+
+/** What the database says about an access token whose signature and expiry already checked out. */
+export interface AccessTokenStatus {
+  denied: boolean
+  keyState: KeyState | null
+  clientExists: boolean
+  clientRevokedAt: Date | null
+  userExists: boolean
+  userDisabled: boolean
+  username: string | null
+  grantExists: boolean
+  grantRevokedAt: Date | null
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+/** A value a uuid column can be compared with: anything else can match no row. */
+export const asUuid = (v: string | undefined): string | null => (v !== undefined && UUID.test(v) ? v : null)
+
+export const tokenRepository = {
+  async insertGrant(db: Executor, grant: Omit<Grant, 'revokedAt'>, now: Date, expiresAt: Date): Promise<void> {
+    await db
+      .insertInto('grants')
+      .values({
+        id: grant.id,
+        client_id: grant.clientId,
+        user_id: grant.userId,
+        scopes: grant.scopes,
+        audiences: grant.audiences,
+        created_at: now,
+        expires_at: expiresAt,
+        revoked_at: null,
+      })
+      .execute()
+  },
+
+  /** Keeps the grant (and so reuse detection and its tokens' status) until at least `until`. */
+  async extendGrant(db: Executor, grantId: string, until: Date): Promise<void> {
+    await db
+      .updateTable('grants')
+      .set((eb) => ({ expires_at: sql<Date>`greatest(${eb.ref('expires_at')}, ${until})` }))
+      .where('id', '=', grantId)
+      .execute()
+  },
+
+  /** Stores a refresh token's hash. */
+  async insertRefreshToken(db: Executor, hash: Uint8Array, grantId: string, now: Date, expiresAt: Date): Promise<void> {
+    await db
+      .insertInto('refresh_tokens')
+      .values({ token_hash: hash, grant_id: grantId, issued_at: now, expires_at: expiresAt, used_at: null })
+      .execute()
+  },
+
+  /** The refresh token with this hash and its grant, or undefined when there is none. */
+  async findRefreshToken(db: Executor, hash: Uint8Array): Promise<RefreshTokenRecord | undefined> {
+    const row = await db
+      .selectFrom('refresh_tokens as r')
+      .innerJoin('grants as g', 'g.id', 'r.grant_id')
+      .select([
+        'r.issued_at',
+        'r.expires_at',
+        'r.used_at',
+        'g.id',
+        'g.client_id',
+        'g.user_id',
+        'g.scopes',
+        'g.audiences',
+        'g.revoked_at',
+      ])
+      .where('r.token_hash', '=', hash)
+      .executeTakeFirst()
+    if (row === undefined) return undefined
+    return {
+      grant: {
+        id: row.id,
+        clientId: row.client_id,
+        userId: row.user_id,
+        scopes: row.scopes,
+        audiences: row.audiences,
+        revokedAt: row.revoked_at,
+      },
+      issuedAt: row.issued_at,
+      expiresAt: row.expires_at,
+      usedAt: row.used_at,
+    }
+  },
+
+  /**
+   * Marks the token used if nobody has; true for the one caller that did. Concurrent callers with
+   * the same token serialize on the row lock, and all but the first see it used.
+   */
+  async markUsed(db: Executor, hash: Uint8Array, now: Date): Promise<boolean> {
+    const r = await db
+      .updateTable('refresh_tokens')
+      .set({ used_at: now })
+      .where('token_hash', '=', hash)
+      .where('used_at', 'is', null)
+      .executeTakeFirst()
+    return r.numUpdatedRows > 0n
+  },
+
+  async revokeGrant(db: Executor, grantId: string, now: Date): Promise<void> {
+    await db.updateTable('grants').set({ revoked_at: now }).where('id', '=', grantId).where('revoked_at', 'is', null).execute()
+  },
+
+  async revokeGrantsOfUser(db: Executor, userId: string, now: Date): Promise<void> {
+    await db.updateTable('grants').set({ revoked_at: now }).where('user_id', '=', userId).where('revoked_at', 'is', null).execute()
+  },
+
+  async revokeGrantsOfClient(db: Executor, clientId: string, now: Date): Promise<void> {
+    await db
+      .updateTable('grants')
+      .set({ revoked_at: now })
+      .where('client_id', '=', clientId)
+      .where('revoked_at', 'is', null)
+      .execute()
+  },
+
+  /** Puts an access token on the deny-list until it would have expired anyway. Idempotent. */
+  async denyAccessToken(db: Executor, jti: string, expiresAt: Date): Promise<void> {
+    await db
+      .insertInto('revoked_access_tokens')
+      .values({ jti, expires_at: expiresAt })
+      .onConflict((oc) => oc.column('jti').doNothing())
+      .execute()
+  },
+
+  /** Everything revocation depends on, in one round trip. */
+  async accessTokenStatus(
+    db: Executor,
+    t: { jti: string; kid: string; clientId: string; userId: string | undefined; grantId: string | undefined },
+  ): Promise<AccessTokenStatus> {
+    const r = await sql<AccessTokenStatus>`
+      select
+        exists (select 1 from revoked_access_tokens where jti = ${t.jti}) as "denied",
+        (select state from signing_keys where kid = ${t.kid}) as "keyState",
+        c.client_id is not null as "clientExists",
+        c.tokens_revoked_at as "clientRevokedAt",
+        u.id is not null as "userExists",
+        coalesce(u.disabled, false) as "userDisabled",
+        u.username as "username",
+        g.id is not null as "grantExists",
+        g.revoked_at as "grantRevokedAt"
+      from (select 1) as one
+      left join clients c on c.client_id = ${t.clientId}
+      left join users u on u.id = ${asUuid(t.userId)}::uuid
+      left join grants g on g.id = ${asUuid(t.grantId)}::uuid
+    `.execute(db)
+    return r.rows[0]!
+  },
+
+  /** Deletes what can no longer matter: expired deny-list entries, grants and refresh tokens. */
+  async purgeExpired(db: Executor, now: Date): Promise<void> {
+    await db.deleteFrom('revoked_access_tokens').where('expires_at', '<', now).execute()
+    await db.deleteFrom('grants').where('expires_at', '<', now).execute()
+    await db.deleteFrom('refresh_tokens').where('expires_at', '<', now).execute()
+  },
+}

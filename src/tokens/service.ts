@@ -1,0 +1,157 @@
+import { randomUUID } from 'node:crypto'
+import type { Kysely } from 'kysely'
+import { clientRepository, type Client } from '../clients/repository.js'
+import { addSeconds, type Clock } from '../clock.js'
+import type { Database } from '../db/schema.js'
+import { invalidGrant } from '../errors.js'
+import { randomSecret, sha256 } from '../secrets.js'
+import type { User } from '../users/repository.js'
+import type { AccessTokens } from './access-tokens.js'
+import { tokenRepository, type Grant } from './repository.js'
+
+/** RFC 6749 §5.1 */
+export interface TokenResponse {
+  access_token: string
+  token_type: 'Bearer'
+  expires_in: number
+  scope: string
+  refresh_token?: string
+}
+
+export interface TokenLifetimes {
+  accessTokenTtl: number
+  refreshTokenTtl: number
+}
+
+/** The refresh token presented and what it was issued for, once it is known to be usable. */
+export interface LiveRefreshToken {
+  hash: Buffer
+  grant: Grant
+}
+
+export class TokenService {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly clock: Clock,
+    private readonly accessTokens: AccessTokens,
+    private readonly defaults: TokenLifetimes,
+  ) {}
+
+  private accessTtl(client: Client): number {
+    return client.accessTokenTtl ?? this.defaults.accessTokenTtl
+  }
+
+  private refreshTtl(client: Client): number {
+    return client.refreshTokenTtl ?? this.defaults.refreshTokenTtl
+  }
+
+  /** client_credentials: the client is the subject, and there is no refresh token (RFC 6749 §4.4.3). */
+  async issueForClient(client: Client, scopes: string[], audiences: string[]): Promise<TokenResponse> {
+    const ttl = this.accessTtl(client)
+    const { token } = await this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl })
+    return { access_token: token, token_type: 'Bearer', expires_in: ttl, scope: scopes.join(' ') }
+  }
+
+  /**
+   * password: a new grant for the user, its access token, and a refresh token when the client may
+   * use the refresh_token grant.
+   */
+  async startGrant(client: Client, user: User, scopes: string[], audiences: string[]): Promise<TokenResponse> {
+    const now = this.clock.now()
+    const accessTtl = this.accessTtl(client)
+    const withRefresh = client.grantTypes.includes('refresh_token')
+    const refresh = withRefresh ? randomSecret() : undefined
+    const refreshExpiry = addSeconds(now, this.refreshTtl(client))
+    const accessExpiry = addSeconds(now, accessTtl)
+    const grant = { id: randomUUID(), clientId: client.clientId, userId: user.id, scopes, audiences }
+    await this.db.transaction().execute(async (trx) => {
+      const until = refresh !== undefined && refreshExpiry > accessExpiry ? refreshExpiry : accessExpiry
+      await tokenRepository.insertGrant(trx, grant, now, until)
+      if (refresh !== undefined) await tokenRepository.insertRefreshToken(trx, sha256(refresh), grant.id, now, refreshExpiry)
+    })
+    const { token } = await this.accessTokens.issue({
+      sub: user.id,
+      clientId: client.clientId,
+      scopes,
+      audiences,
+      ttl: accessTtl,
+      grantId: grant.id,
+    })
+    return {
+      access_token: token,
+      token_type: 'Bearer',
+      expires_in: accessTtl,
+      scope: scopes.join(' '),
+      ...(refresh !== undefined && { refresh_token: refresh }),
+    }
+  }
+
+  /** Revokes every grant of the user: their refresh tokens and the access tokens issued with them. */
+  async revokeAllForUser(userId: string): Promise<void> {
+    await tokenRepository.revokeGrantsOfUser(this.db, userId, this.clock.now())
+  }
+
+  /** Revokes every token issued to the client so far, of any grant. */
+  async revokeAllForClient(clientId: string): Promise<boolean> {
+    const now = this.clock.now()
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await clientRepository.revokeTokens(trx, clientId, now))) return false
+      await tokenRepository.revokeGrantsOfClient(trx, clientId, now)
+      return true
+    })
+  }
+
+  /**
+   * The grant behind a refresh token the client may use now. Expired, revoked, unknown or
+   * another client's tokens are invalid_grant; a token already used is reuse, so its whole
+   * family is revoked first (RFC 9700 §4.14.2).
+   */
+  async findRefreshToken(client: Client, token: string): Promise<LiveRefreshToken> {
+    const hash = sha256(token)
+    const record = await tokenRepository.findRefreshToken(this.db, hash)
+    const now = this.clock.now()
+    if (record === undefined || record.grant.clientId !== client.clientId) {
+      throw invalidGrant('refresh token is invalid', 'unknown refresh token or another client\u2019s')
+    }
+    if (record.grant.revokedAt !== null) throw invalidGrant('refresh token is invalid', 'grant revoked')
+    if (record.expiresAt <= now) throw invalidGrant('refresh token is invalid', 'refresh token expired')
+    if (record.usedAt !== null) {
+      await tokenRepository.revokeGrant(this.db, record.grant.id, now)
+      throw invalidGrant('refresh token is invalid', `refresh token reused: grant ${record.grant.id} revoked`)
+    }
+    return { hash, grant: record.grant }
+  }
+
+  /**
+   * Rotates the refresh token (RFC 6749 §6, RFC 9700 §4.14.2): the presented one is spent, a new
+   * one is issued in the same grant. Of concurrent exchanges of one token exactly one wins; to
+   * the others it is reuse, and the grant is revoked.
+   */
+  async rotate(client: Client, presented: LiveRefreshToken, scopes: string[], audiences: string[]): Promise<TokenResponse> {
+    const now = this.clock.now()
+    const accessTtl = this.accessTtl(client)
+    const refresh = randomSecret()
+    const refreshExpiry = addSeconds(now, this.refreshTtl(client))
+    const grantId = presented.grant.id
+    const won = await this.db.transaction().execute(async (trx) => {
+      if (!(await tokenRepository.markUsed(trx, presented.hash, now))) {
+        await tokenRepository.revokeGrant(trx, grantId, now)
+        return false
+      }
+      await tokenRepository.insertRefreshToken(trx, sha256(refresh), grantId, now, refreshExpiry)
+      const accessExpiry = addSeconds(now, accessTtl)
+      await tokenRepository.extendGrant(trx, grantId, refreshExpiry > accessExpiry ? refreshExpiry : accessExpiry)
+      return true
+    })
+    if (!won) throw invalidGrant('refresh token is invalid', `refresh token reused concurrently: grant ${grantId} revoked`)
+    const { token } = await this.accessTokens.issue({
+      sub: presented.grant.userId,
+      clientId: client.clientId,
+      scopes,
+      audiences,
+      ttl: accessTtl,
+      grantId,
+    })
+    return { access_token: token, token_type: 'Bearer', expires_in: accessTtl, scope: scopes.join(' '), refresh_token: refresh }
+  }
+}
