@@ -1,0 +1,66 @@
+// Tessera as a separate process (the built CLI, `tessera serve`), for tests of several instances
+// over one database. Requires `npm run build` (the test scripts run it first).
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { join } from 'node:path'
+import { packageRoot } from '../../src/paths.js'
+
+export interface ServerProcess {
+  url: string
+  adminUrl: string
+  child: ChildProcess
+  /** Every log line so far, parsed. */
+  logs: any[]
+  stop(): Promise<void>
+}
+
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
+
+export const cliPath = join(packageRoot, 'dist', 'src', 'cli', 'main.js')
+
+/** Starts `tessera serve` with this environment on ephemeral ports; resolves once both listen. */
+export function spawnServer(t: Teardown, env: Record<string, string>): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [cliPath, 'serve'], {
+    env: { PATH: process.env['PATH'] ?? '', PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const logs: any[] = []
+  let stderr = ''
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString()
+  })
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill('SIGTERM')
+    await exited
+  }
+  t.teardown(stop)
+  return new Promise((resolve, reject) => {
+    let url: string | undefined
+    let adminUrl: string | undefined
+    const timer = setTimeout(() => reject(new Error(`server did not start in time\n${stderr}`)), 60_000)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`server exited with ${code}\n${stderr}`))
+    })
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      let entry: any
+      try {
+        entry = JSON.parse(line)
+      } catch {
+        return
+      }
+      logs.push(entry)
+      if (entry.msg === 'listening' && entry.url) url = entry.url
+      if (entry.msg === 'listening' && entry.adminUrl) adminUrl = entry.adminUrl
+      if (url !== undefined && adminUrl !== undefined) {
+        clearTimeout(timer)
+        resolve({ url, adminUrl, child, logs, stop })
+        url = undefined
+      }
+    })
+  })
+}
