@@ -6,6 +6,7 @@ import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/log.js'
 import { startServer, type RunningServer } from '../../src/server.js'
 import type { Clock } from '../../src/clock.js'
+import type { Logger } from 'pino'
 
 export const ADMIN_ID = 'test-admin'
 export const ADMIN_SECRET = 'test-admin-secret-0123456789'
@@ -117,8 +118,12 @@ export class TestServer {
     return toResult(await fetch(`${this.url}${path}`, { headers }))
   }
 
+  /** The bootstrap admin's token, fetched again once the server's clock has passed its expiry. */
   async adminToken(): Promise<string> {
-    if (this.cachedAdminToken) return this.cachedAdminToken
+    if (this.cachedAdminToken) {
+      const exp = decodeJwt(this.cachedAdminToken).payload.exp as number
+      if (exp * 1000 > this.tessera.clock.now().getTime() + 1000) return this.cachedAdminToken
+    }
     const r = await this.post('/token', { grant_type: 'client_credentials', scope: 'admin' }, [ADMIN_ID, ADMIN_SECRET])
     if (r.status !== 200) throw new Error(`admin token: ${r.status} ${r.text}`)
     this.cachedAdminToken = r.body.access_token as string
@@ -163,7 +168,11 @@ export class TestServer {
  * Starts a server for the test file and stops it (and drops its database) at teardown. `env`
  * overrides the environment the server is configured from.
  */
-export async function startTestServer(t: Teardown, env: Record<string, string> = {}, opts: { clock?: Clock } = {}): Promise<TestServer> {
+export async function startTestServer(
+  t: Teardown,
+  env: Record<string, string> = {},
+  opts: { clock?: Clock; log?: Logger } = {},
+): Promise<TestServer> {
   const database = await isolatedDatabase()
   const databaseUrl = database?.url
   const fullEnv: Record<string, string> = {
@@ -181,7 +190,7 @@ export async function startTestServer(t: Teardown, env: Record<string, string> =
   }
   const config = loadConfig(fullEnv)
   const running = await startServer(config, {
-    log: createLogger(config.logLevel),
+    log: opts.log ?? createLogger(config.logLevel),
     ...(opts.clock !== undefined && { clock: opts.clock }),
     announce: () => undefined,
   })
