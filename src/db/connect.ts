@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
@@ -37,8 +38,14 @@ function openPostgres(connectionString: string, log: Logger): DatabaseHandle {
 
 async function openPglite(dataDir: string): Promise<DatabaseHandle> {
   const { PGlite } = await import('@electric-sql/pglite')
-  if (!dataDir.startsWith('memory://')) mkdirSync(dataDir, { recursive: true })
-  const pglite = await PGlite.create(dataDir)
+  let location = dataDir
+  if (!dataDir.startsWith('memory://')) {
+    // The database gets a folder of its own: DATA_DIR also holds the key-encryption key and the
+    // admin client's credentials.
+    location = join(dataDir, 'pgdata')
+    mkdirSync(location, { recursive: true, mode: 0o700 })
+  }
+  const pglite = await PGlite.create(location)
   const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
   return { db, backend: 'pglite', close: () => db.destroy() }
 }

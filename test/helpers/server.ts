@@ -101,7 +101,9 @@ export class TestServer {
     const body =
       typeof form === 'string'
         ? form
-        : new URLSearchParams(Object.entries(form).flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => [k, x]) : [[k, v]]))).toString()
+        : new URLSearchParams(
+            Object.entries(form).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x): [string, string] => [k, x])),
+          ).toString()
     const res = await fetch(`${this.url}${path}`, {
       method: 'POST',
       headers: {

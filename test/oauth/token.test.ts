@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createLocalJWKSet, jwtVerify } from 'jose'
 import { basic, decodeJwt, startTestServer } from '../helpers/server.js'
 
@@ -7,11 +7,11 @@ const app = await srv.createClient({ audiences: ['https://api.example', 'https:/
 const bare = await srv.createClient({ grant_types: ['client_credentials'], scopes: ['read'] })
 const userId = await srv.createUser('Alice', 'correct horse battery staple')
 
-function assertNoStore(t: Tap.Test, headers: Headers) {
+function assertNoStore(t: Test, headers: Headers) {
   t.equal(headers.get('cache-control'), 'no-store')
 }
 
-function assertOAuthError(t: Tap.Test, r: { status: number; headers: Headers; body: any }, status: number, error: string) {
+function assertOAuthError(t: Test, r: { status: number; headers: Headers; body: any }, status: number, error: string) {
   t.equal(r.status, status, `status ${status}`)
   t.equal(r.body?.error, error, `error ${error}`)
   t.equal(r.headers.get('cache-control'), 'no-store')
