@@ -26,6 +26,10 @@ export interface Config {
   jwksMaxAge: number
   /** How often each instance re-reads key state and runs housekeeping, in milliseconds. */
   keyPollIntervalMs: number
+  /** Failed password logins per username before further attempts are delayed. */
+  loginFreeFailures: number
+  /** The longest such delay, in seconds. */
+  loginMaxDelay: number
   logLevel: string
 }
 
@@ -101,6 +105,8 @@ export function loadConfig(env: Env = process.env): Config {
     keyRotationInterval: int(env, 'KEY_ROTATION_INTERVAL', 2_592_000, 1),
     jwksMaxAge: int(env, 'JWKS_MAX_AGE', 300, 0, 86_400),
     keyPollIntervalMs: int(env, 'KEY_POLL_INTERVAL_MS', 1000, 50, 60_000),
+    loginFreeFailures: int(env, 'LOGIN_FREE_FAILURES', 5, 1, 1000),
+    loginMaxDelay: int(env, 'LOGIN_MAX_DELAY', 900, 1, 86_400),
     logLevel: str(env, 'LOG_LEVEL') ?? 'info',
   }
 }

@@ -13,6 +13,7 @@ import { TokenService } from './tokens/service.js'
 import { TokenStatus } from './tokens/status.js'
 import { prepareDummyHash } from './users/passwords.js'
 import { UserService } from './users/service.js'
+import { LoginThrottle } from './users/throttle.js'
 
 /** Every service of one server instance, wired once; the HTTP layer only calls into these. */
 export interface Tessera extends OAuthServices {
@@ -29,7 +30,7 @@ export interface Tessera extends OAuthServices {
   stop(): void
 }
 
-// Expired deny-list entries, grants and refresh tokens are deleted this often. Idempotent, so
+// Expired deny-list entries, grants, refresh tokens and old login failures are deleted this often. Idempotent, so
 // every instance may do it.
 const HOUSEKEEPING_INTERVAL_MS = 60_000
 
@@ -64,6 +65,10 @@ export function createTessera(opts: {
     refreshTokenTtl: config.refreshTokenTtl,
   })
   const status = new TokenStatus(db, clock, accessTokens)
+  const loginThrottle = new LoginThrottle(db, clock, {
+    freeFailures: config.loginFreeFailures,
+    maxDelay: config.loginMaxDelay,
+  })
   let housekeeping: NodeJS.Timeout | undefined
   return {
     config,
@@ -74,6 +79,7 @@ export function createTessera(opts: {
     clients,
     users,
     tokens,
+    loginThrottle,
     accessTokens,
     status,
     metrics: new Metrics(),
@@ -81,9 +87,10 @@ export function createTessera(opts: {
     async start() {
       await Promise.all([keys.start(), prepareDummyHash()])
       housekeeping = setInterval(() => {
-        tokenRepository
-          .purgeExpired(db, clock.now())
-          .catch((err: unknown) => log.warn({ err }, 'housekeeping failed'))
+        const now = clock.now()
+        Promise.all([tokenRepository.purgeExpired(db, now), LoginThrottle.purge(db, now)]).catch((err: unknown) =>
+          log.warn({ err }, 'housekeeping failed'),
+        )
       }, HOUSEKEEPING_INTERVAL_MS)
       housekeeping.unref()
     },

@@ -73,6 +73,13 @@ export interface RevokedAccessTokensTable {
   expires_at: Timestamp
 }
 
+export interface LoginThrottleTable {
+  username_key: string
+  failures: number
+  last_failure_at: Timestamp
+  blocked_until: Timestamp | null
+}
+
 export interface Database {
   clients: ClientsTable
   users: UsersTable
@@ -80,6 +87,7 @@ export interface Database {
   grants: GrantsTable
   refresh_tokens: RefreshTokensTable
   revoked_access_tokens: RevokedAccessTokensTable
+  login_throttle: LoginThrottleTable
 }
 
 /**

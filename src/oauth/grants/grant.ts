@@ -2,6 +2,7 @@ import type { Client, GrantType } from '../../clients/repository.js'
 import type { ClientService } from '../../clients/service.js'
 import type { TokenResponse, TokenService } from '../../tokens/service.js'
 import type { UserService } from '../../users/service.js'
+import type { LoginThrottle } from '../../users/throttle.js'
 import type { Params } from '../params.js'
 
 /** What a grant handler may use. */
@@ -9,6 +10,7 @@ export interface OAuthServices {
   clients: ClientService
   users: UserService
   tokens: TokenService
+  loginThrottle: LoginThrottle
   issuer(): string
 }
 

@@ -12,8 +12,15 @@ export const passwordGrant: GrantHandler = {
     const password = params.required('password')
     const requested = parseScope(params.get('scope'))
     const audiences = resolveAudiences(params.all('resource'), client.audiences, services.issuer())
+    if (await services.loginThrottle.isBlocked(username)) {
+      throw invalidGrant('too many failed logins for this username; try again later')
+    }
     const user = await services.users.authenticate(username, password)
-    if (user === undefined) throw invalidGrant('invalid username or password')
+    if (user === undefined) {
+      await services.loginThrottle.recordFailure(username)
+      throw invalidGrant('invalid username or password')
+    }
+    await services.loginThrottle.recordSuccess(username)
     const scopes = grantScopes(requested, allowedForUser(client.scopes, user.scopes))
     return services.tokens.startGrant(client, user, scopes, audiences)
   },
