@@ -1,7 +1,7 @@
 import formbody from '@fastify/formbody'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { adminRoutes } from './http/admin.js'
-import { installErrorHandling } from './http/errors.js'
+import { installErrorHandling, sendError, toOAuthError } from './http/errors.js'
 import { publicRoutes } from './http/public.js'
 import type { Tessera } from './tessera.js'
 
@@ -14,6 +14,12 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
     bodyLimit: 64 * 1024,
     return503OnClosing: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // Errors the router raises itself (an undecodable path, an overlong parameter) take the
+    // same §5.2 shape as every other error.
+    frameworkErrors: (err, _request, reply) => {
+      sendError(reply, toOAuthError(err))
+    },
+    routerOptions: { maxParamLength: 500 },
   })
   installErrorHandling(app, t.metrics)
   app.addHook('onResponse', async (request, reply) => {

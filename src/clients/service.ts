@@ -4,7 +4,7 @@ import type { Clock } from '../clock.js'
 import { addSeconds } from '../clock.js'
 import type { Database } from '../db/schema.js'
 import { withLock } from '../db/locks.js'
-import { OAuthError, notFound } from '../errors.js'
+import { OAuthError } from '../errors.js'
 import { hashesEqual, randomSecret, sha256 } from '../secrets.js'
 import { clientRepository, type Client, type ClientSettings } from './repository.js'
 
@@ -17,8 +17,24 @@ export class ClientService {
     private readonly clock: Clock,
   ) {}
 
+  /** The client, or undefined when there is none with this id. */
   find(clientId: string): Promise<Client | undefined> {
     return clientRepository.find(this.db, clientId)
+  }
+
+  /** Up to `limit` clients ordered by id, those after `after` (which need not exist any more). */
+  list(page: { limit: number; after?: string | undefined }): Promise<Client[]> {
+    return clientRepository.list(this.db, page)
+  }
+
+  /** Changes only the settings given; undefined when there is no such client. */
+  update(clientId: string, changes: Partial<ClientSettings>): Promise<Client | undefined> {
+    return clientRepository.update(this.db, clientId, changes, this.clock.now())
+  }
+
+  /** Deletes the client with its grants and refresh tokens; false when there is no such client. */
+  delete(clientId: string): Promise<boolean> {
+    return clientRepository.delete(this.db, clientId)
   }
 
   /**
@@ -53,14 +69,17 @@ export class ClientService {
     return { client, secret }
   }
 
-  /** A new secret; the old one keeps working for `graceSeconds` (0: it stops at once). */
-  async rotateSecret(clientId: string, graceSeconds: number): Promise<string> {
+  /**
+   * A new secret, returned only here; the old one keeps working for `graceSeconds` (0: it stops at
+   * once). A secret still in an earlier grace period stops at once: only the latest two live.
+   * Undefined when there is no such client (nothing is written then).
+   */
+  async rotateSecret(clientId: string, graceSeconds: number): Promise<string | undefined> {
     const secret = randomSecret()
     const now = this.clock.now()
     const until = graceSeconds > 0 ? addSeconds(now, graceSeconds) : null
     const client = await clientRepository.replaceSecret(this.db, clientId, sha256(secret), until, now)
-    if (client === undefined) throw notFound('client')
-    return secret
+    return client === undefined ? undefined : secret
   }
 
   /**

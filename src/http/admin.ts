@@ -1,11 +1,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { GRANT_TYPES, type Client, type ClientSettings } from '../clients/repository.js'
 import { OAuthError, invalidRequest, notFound } from '../errors.js'
-import { asUuid } from '../tokens/repository.js'
 import type { Tessera } from '../tessera.js'
-import { userRepository, type User } from '../users/repository.js'
-import { clientRepository } from '../clients/repository.js'
+import type { User } from '../users/repository.js'
 import { metadata } from './public.js'
+
+const METADATA_PATH = '/.well-known/oauth-authorization-server'
 
 // JSON schemas of the admin API's bodies. Unknown properties are refused rather than dropped, so
 // a typo is an error instead of a silent no-op.
@@ -119,8 +119,8 @@ export function userView(u: User) {
   }
 }
 
-function paging(query: unknown): { limit: number; after: string | undefined } {
-  const q = (query ?? {}) as Record<string, unknown>
+/** `?limit=` and `?after=`; each at most once (a repeated one arrives as an array). */
+function paging(q: Record<string, unknown>): { limit: number; after: string | undefined } {
   const limitRaw = q['limit']
   let limit = 100
   if (limitRaw !== undefined) {
@@ -129,12 +129,21 @@ function paging(query: unknown): { limit: number; after: string | undefined } {
     }
     limit = Number(limitRaw)
   }
-  const after = q['after']
-  if (after !== undefined && typeof after !== 'string') throw invalidRequest('after must be given once')
-  return { limit, after }
+  return { limit, after: singleQueryValue(q, 'after') }
 }
 
-/** The bearer token's scopes if it is an active token of this server; otherwise a 401. */
+function singleQueryValue(q: Record<string, unknown>, name: string): string | undefined {
+  const value = q[name]
+  if (value !== undefined && typeof value !== 'string') throw invalidRequest(`${name} must be given once`)
+  return value
+}
+
+const query = (request: FastifyRequest) => (request.query ?? {}) as Record<string, unknown>
+
+/**
+ * The bearer token's scopes if it is an active access token of this server (RFC 6750 §2.1 header
+ * only: §2.2's form body and §2.3's query are not accepted); otherwise a 401.
+ */
 async function bearerScopes(t: Tessera, request: FastifyRequest): Promise<string[]> {
   const match = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(request.headers.authorization ?? '')
   if (match === null) throw new OAuthError('invalid_token', 'a bearer access token is required')
@@ -152,13 +161,14 @@ function requireScope(scopes: string[], accepted: string[]): void {
 export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   app.addHook('onRequest', async (request, reply) => {
     reply.header('cache-control', 'no-store')
-    // The metadata lets the CLI find the token endpoint from the admin URL alone.
-    if (request.url === '/.well-known/oauth-authorization-server') return
+    // Public on this listener too: the CLI finds the token endpoint from the admin URL alone.
+    if (request.routeOptions.url === METADATA_PATH) return
+    // Before the body is read: an anonymous caller learns nothing about what the body should be.
     const scopes = await bearerScopes(t, request)
-    requireScope(scopes, request.url.split('?')[0] === '/metrics' ? ['metrics', 'admin'] : ['admin'])
+    requireScope(scopes, request.routeOptions.url === '/metrics' ? ['metrics', 'admin'] : ['admin'])
   })
 
-  app.get('/.well-known/oauth-authorization-server', async () => metadata(t.issuer()))
+  app.get(METADATA_PATH, async () => metadata(t.issuer()))
 
   app.get('/metrics', async (_request, reply) => {
     return reply.header('content-type', t.metrics.registry.contentType).send(await t.metrics.registry.metrics())
@@ -180,8 +190,8 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   })
 
   app.get('/admin/clients', async (request) => {
-    const page = paging(request.query)
-    const clients = await clientRepository.list(t.db, page)
+    const page = paging(query(request))
+    const clients = await t.clients.list(page)
     return { clients: clients.map(clientView), ...nextPage(clients.length, page.limit, clients.at(-1)?.clientId) }
   })
 
@@ -195,19 +205,14 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     '/admin/clients/:client_id',
     { schema: { body: patchClientSchema } },
     async (request) => {
-      const client = await clientRepository.update(
-        t.db,
-        request.params.client_id,
-        clientSettings(request.body as ClientBody),
-        t.clock.now(),
-      )
+      const client = await t.clients.update(request.params.client_id, clientSettings(request.body as ClientBody))
       if (client === undefined) throw notFound('client')
       return clientView(client)
     },
   )
 
   app.delete<{ Params: { client_id: string } }>('/admin/clients/:client_id', async (request, reply) => {
-    if (!(await clientRepository.delete(t.db, request.params.client_id))) throw notFound('client')
+    if (!(await t.clients.delete(request.params.client_id))) throw notFound('client')
     return reply.code(204).send()
   })
 
@@ -215,8 +220,10 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     '/admin/clients/:client_id/secret',
     { schema: { body: rotateSecretSchema } },
     async (request) => {
-      const grace = (request.body as { grace_seconds?: number } | null)?.grace_seconds ?? 0
-      return { client_secret: await t.clients.rotateSecret(request.params.client_id, grace) }
+      const grace = (request.body as { grace_seconds?: number } | null | undefined)?.grace_seconds ?? 0
+      const secret = await t.clients.rotateSecret(request.params.client_id, grace)
+      if (secret === undefined) throw notFound('client')
+      return { client_secret: secret }
     },
   )
 
@@ -233,41 +240,44 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   })
 
   app.get('/admin/users', async (request) => {
-    const q = (request.query ?? {}) as Record<string, unknown>
-    if (q['username'] !== undefined) {
-      if (typeof q['username'] !== 'string') throw invalidRequest('username must be given once')
-      const user = await userRepository.findByUsername(t.db, q['username'])
+    const q = query(request)
+    const username = singleQueryValue(q, 'username')
+    if (username !== undefined) {
+      const user = await t.users.findByUsername(username)
       return { users: user === undefined ? [] : [userView(user)] }
     }
     const page = paging(q)
-    const users = await userRepository.list(t.db, { limit: page.limit, after: page.after })
+    const users = await t.users.list(page)
     return { users: users.map(userView), ...nextPage(users.length, page.limit, users.at(-1)?.id) }
   })
 
   app.get<{ Params: { id: string } }>('/admin/users/:id', async (request) => {
-    const user = await findUser(t, request.params.id)
+    const user = await t.users.find(request.params.id)
+    if (user === undefined) throw notFound('user')
     return userView(user)
   })
 
   app.patch<{ Params: { id: string } }>('/admin/users/:id', { schema: { body: patchUserSchema } }, async (request) => {
-    await findUser(t, request.params.id)
-    return userView(await t.users.update(request.params.id, request.body as { disabled?: boolean; scopes?: string[] | null }))
+    const user = await t.users.update(request.params.id, request.body as { disabled?: boolean; scopes?: string[] | null })
+    if (user === undefined) throw notFound('user')
+    return userView(user)
   })
 
   app.delete<{ Params: { id: string } }>('/admin/users/:id', async (request, reply) => {
-    const id = asUuid(request.params.id)
-    if (id === null || !(await userRepository.delete(t.db, id))) throw notFound('user')
+    if (!(await t.users.delete(request.params.id))) throw notFound('user')
     return reply.code(204).send()
   })
 
   app.post<{ Params: { id: string } }>('/admin/users/:id/password', { schema: { body: passwordSchema } }, async (request, reply) => {
-    const user = await findUser(t, request.params.id)
-    await t.users.setPassword(user.id, (request.body as { password: string }).password)
+    if (!(await t.users.setPassword(request.params.id, (request.body as { password: string }).password))) {
+      throw notFound('user')
+    }
     return reply.code(204).send()
   })
 
   app.post<{ Params: { id: string } }>('/admin/users/:id/revoke-tokens', async (request, reply) => {
-    const user = await findUser(t, request.params.id)
+    const user = await t.users.find(request.params.id)
+    if (user === undefined) throw notFound('user')
     await t.tokens.revokeAllForUser(user.id)
     return reply.code(204).send()
   })
@@ -276,19 +286,12 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   app.get('/admin/keys', async () => ({ keys: await t.keys.list() }))
 
   app.post('/admin/keys/rotate', async (request) => {
-    const immediate = (request.query as Record<string, unknown>)['immediate']
+    const immediate = singleQueryValue(query(request), 'immediate')
     if (immediate !== undefined && immediate !== 'true' && immediate !== 'false') {
       throw invalidRequest('immediate must be true or false')
     }
     return t.keys.rotate({ immediate: immediate === 'true' })
   })
-}
-
-async function findUser(t: Tessera, rawId: string): Promise<User> {
-  const id = asUuid(rawId)
-  const user = id === null ? undefined : await t.users.find(id)
-  if (user === undefined) throw notFound('user')
-  return user
 }
 
 /** Where the next page starts, when this one was full. */

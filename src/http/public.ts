@@ -82,14 +82,15 @@ function ifNoneMatch(header: string | undefined, etag: string): boolean {
 }
 
 /** RFC 8414 §2 */
-export function metadata(iss: string) {
-  const issuer = iss.replace(/\/+$/, '')
+export function metadata(issuer: string) {
+  // RFC 8414 §3.3: `issuer` must equal the tokens' iss exactly, trailing slash and all.
+  const base = issuer.replace(/\/+$/, '')
   return {
     issuer,
-    token_endpoint: `${issuer}/token`,
-    jwks_uri: `${issuer}/jwks`,
-    introspection_endpoint: `${issuer}/introspect`,
-    revocation_endpoint: `${issuer}/revoke`,
+    token_endpoint: `${base}/token`,
+    jwks_uri: `${base}/jwks`,
+    introspection_endpoint: `${base}/introspect`,
+    revocation_endpoint: `${base}/revoke`,
     grant_types_supported: SUPPORTED_GRANT_TYPES,
     // No authorization endpoint: no response type is supported.
     response_types_supported: [],

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import type { Clock } from '../clock.js'
 import type { Database } from '../db/schema.js'
-import { OAuthError, notFound } from '../errors.js'
+import { OAuthError } from '../errors.js'
+import { asUuid } from '../tokens/repository.js'
 import { hashPassword, verifyPassword } from './passwords.js'
 import { userRepository, type User } from './repository.js'
 
@@ -12,8 +13,29 @@ export class UserService {
     private readonly clock: Clock,
   ) {}
 
-  find(id: string): Promise<User | undefined> {
-    return userRepository.find(this.db, id)
+  /**
+   * The user, or undefined when there is none with this id. Ids are UUIDs: anything else is
+   * simply not found (the column's type would otherwise turn it into a database error).
+   */
+  async find(id: string): Promise<User | undefined> {
+    const uuid = asUuid(id)
+    return uuid === null ? undefined : userRepository.find(this.db, uuid)
+  }
+
+  /** The user with this username, matched case-insensitively, or undefined. */
+  findByUsername(username: string): Promise<User | undefined> {
+    return userRepository.findByUsername(this.db, username)
+  }
+
+  /**
+   * Up to `limit` users ordered by id, those after `after` (which need not exist any more). An
+   * `after` that is not a user id at all is a caller's mistake: a 400, never a database error.
+   */
+  list(page: { limit: number; after?: string | undefined }): Promise<User[]> {
+    if (page.after === undefined) return userRepository.list(this.db, { limit: page.limit })
+    const after = asUuid(page.after)
+    if (after === null) throw new OAuthError('invalid_request', 'after must be the id of a user')
+    return userRepository.list(this.db, { limit: page.limit, after })
   }
 
   /**
@@ -27,7 +49,7 @@ export class UserService {
     return ok && user !== undefined && !user.disabled ? user : undefined
   }
 
-  /** A new user; a taken username (case-insensitively) is a conflict. */
+  /** A new user; a taken username (case-insensitively) is a conflict, and nothing is written. */
   async create(input: { username: string; password: string; scopes: string[] | null }): Promise<User> {
     // Hashed before any database work: argon2 is slow, and no transaction is held across it.
     const passwordHash = await hashPassword(input.password)
@@ -40,15 +62,27 @@ export class UserService {
     return user
   }
 
-  async update(id: string, changes: { disabled?: boolean; scopes?: string[] | null }): Promise<User> {
-    const user = await userRepository.update(this.db, id, changes, this.clock.now())
-    if (user === undefined) throw notFound('user')
-    return user
+  /**
+   * Changes only the fields given; undefined when there is no such user. A disabled user's tokens
+   * stop at once: token status asks the database on every use.
+   */
+  async update(id: string, changes: { disabled?: boolean; scopes?: string[] | null }): Promise<User | undefined> {
+    const uuid = asUuid(id)
+    return uuid === null ? undefined : userRepository.update(this.db, uuid, changes, this.clock.now())
   }
 
-  async setPassword(id: string, password: string): Promise<void> {
-    if ((await userRepository.find(this.db, id)) === undefined) throw notFound('user')
+  /** Replaces the password; false when there is no such user. */
+  async setPassword(id: string, password: string): Promise<boolean> {
+    const uuid = asUuid(id)
+    // Looked up first so that an unknown id does not cost an argon2 hash.
+    if (uuid === null || (await userRepository.find(this.db, uuid)) === undefined) return false
     const passwordHash = await hashPassword(password)
-    if ((await userRepository.update(this.db, id, { passwordHash }, this.clock.now())) === undefined) throw notFound('user')
+    return (await userRepository.update(this.db, uuid, { passwordHash }, this.clock.now())) !== undefined
+  }
+
+  /** Deletes the user with their grants and refresh tokens; false when there is no such user. */
+  async delete(id: string): Promise<boolean> {
+    const uuid = asUuid(id)
+    return uuid !== null && userRepository.delete(this.db, uuid)
   }
 }
