@@ -13,8 +13,9 @@ import { open, seal } from './seal.js'
 //
 //   next     published in /jwks, not yet signing, for at least one JWKS cache lifetime
 //   active   signing and published; exactly one at a time (a unique index holds it)
-//   retired  published until every token it signed has expired
-//   removed  gone from /jwks, private key erased; the row stays for the record
+//   retired  published until every token it signed has expired; its private key is already
+//            erased, since it never signs again
+//   removed  gone from /jwks; the row stays for the record
 //
 // Postgres holds the truth. Every instance re-reads it every poll interval (a poll, not
 // LISTEN/NOTIFY, so that it works behind a transaction-mode pgbouncer) and runs the scheduled
@@ -39,6 +40,7 @@ export interface SigningKey {
   key: KeyObject
 }
 
+/** What the admin API shows of a key: never key material. */
 export interface KeyInfo {
   kid: string
   alg: string
@@ -65,7 +67,8 @@ export interface Jwks {
 }
 
 // Extra time a retired key stays published past the longest token lifetime, for clock skew
-// between instances and resource servers.
+// between instances and resource servers. One poll interval is added to it: an instance that has
+// not yet seen the promotion keeps signing with the old key until its next poll.
 const RETIRE_MARGIN_SECONDS = 60
 
 export class KeyManager {
@@ -74,8 +77,11 @@ export class KeyManager {
   private privateKeys = new Map<string, KeyObject>()
   private jwksCache: Jwks = jwksOf([])
   private timer: NodeJS.Timeout | undefined
-  private reloading: Promise<void> | undefined
+  private loading: Promise<void> | undefined
+  private queuedLoad: Promise<void> | undefined
+  private ticking: Promise<void> = Promise.resolve()
   private lastReload = 0
+  private startedAt: Date | undefined
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -85,23 +91,33 @@ export class KeyManager {
     private readonly log: Logger,
   ) {}
 
-  /** Seconds between a new key's publication and its first signature. */
+  /**
+   * Seconds between a new key's publication and its first signature: a cache lifetime, plus a
+   * poll interval for every other instance to serve it, plus one for the promoting tick to come.
+   */
   get prepublishSeconds(): number {
     return this.settings.jwksMaxAge + Math.ceil((2 * this.settings.pollIntervalMs) / 1000)
   }
 
   /** Loads the keys, makes the first one if there is none, and starts the schedule. */
   async start(): Promise<void> {
+    this.startedAt = this.clock.now()
     await this.tick()
+    // Instances started together on an empty database: the one that lost the try-lock must wait
+    // for the winner's first key rather than start without one.
+    if (!this.ready) await this.serialized(() => this.step({ wait: true }))
+    if (!this.ready) throw new Error('no active signing key could be loaded')
     this.timer = setInterval(() => {
       this.tick().catch((err: unknown) => this.log.error({ err }, 'key manager tick failed'))
     }, this.settings.pollIntervalMs)
     this.timer.unref()
   }
 
-  stop(): void {
+  /** Stops the schedule; resolves once a tick under way has finished. */
+  async stop(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined
+    await this.ticking
   }
 
   /** The active key. Throws before start() has loaded one. */
@@ -157,31 +173,46 @@ export class KeyManager {
       await keyRepository.insertNext(trx, key, now, addSeconds(now, this.prepublishSeconds))
       return key.kid
     })
-    this.log.info({ kid, immediate: opts.immediate }, 'signing key rotation started')
+    if (opts.immediate) this.log.warn({ kid, alg: key.alg }, 'emergency rotation: every other signing key removed')
+    else this.log.info({ kid }, 'signing key rotation started')
     await this.reload()
-    const row = (await keyRepository.listAll(this.db)).find((k) => k.kid === kid)
+    const row = await keyRepository.find(this.db, kid)
     if (row === undefined) throw new Error('rotated key vanished')
     return info(row)
   }
 
   /**
    * One step of the schedule: promote a next key whose time has come, make a next key when the
-   * active one is due (or of the wrong algorithm), remove retired keys whose tokens have all
-   * expired, and make the first key if there is none. Then re-read the keys.
+   * active one is due (or of an algorithm no longer configured), remove retired keys whose tokens
+   * have all expired, and make the first key if there is none. Then re-read the keys. Calls never
+   * overlap within an instance: a call made while the timer's step runs waits for it, then runs.
    */
-  async tick(): Promise<void> {
+  tick(): Promise<void> {
+    return this.serialized(() => this.step({ wait: false }))
+  }
+
+  private serialized(fn: () => Promise<void>): Promise<void> {
+    const run = this.ticking.then(fn)
+    this.ticking = run.catch(() => undefined)
+    return run
+  }
+
+  private async step(opts: { wait: boolean }): Promise<void> {
     const now = this.clock.now()
-    const plan = planTick(await keyRepository.listLive(this.db), now, this.settings)
+    const policy = { alg: this.settings.alg, rotationInterval: this.settings.rotationInterval, startedAt: this.startedAt ?? now }
+    const plan = planTick(await keyRepository.listLive(this.db), now, policy)
     if (plan.length > 0) {
-      // Generated outside the transaction: RSA takes a while, and PGlite's single connection must
-      // not be held across slow work.
+      // Made outside the transaction: RSA takes a while, and PGlite's single connection must not
+      // be held across slow work (nor asked for the root database from inside a transaction).
       const key = plan.includes('create-active') || plan.includes('create-next') ? await newKey(this.settings.alg, this.kek) : undefined
-      const maxTtl = plan.includes('promote') ? await this.settings.maxAccessTokenTtl() : 0
+      const maxTtl = await this.settings.maxAccessTokenTtl()
+      const retireFor = maxTtl + RETIRE_MARGIN_SECONDS + Math.ceil(this.settings.pollIntervalMs / 1000)
       await this.db.transaction().execute(async (trx) => {
-        if (!(await tryLock(trx, 'keys'))) return
+        if (opts.wait) await withLock(trx, 'keys')
+        else if (!(await tryLock(trx, 'keys'))) return
         // Decide again under the lock: another instance may have just done it.
         const rows = await keyRepository.listLive(trx)
-        for (const step of planTick(rows, now, this.settings)) {
+        for (const step of planTick(rows, now, policy)) {
           if (step === 'create-active' && key !== undefined) {
             await keyRepository.insertActive(trx, key, now)
             this.log.info({ kid: key.kid, alg: key.alg }, 'first signing key created')
@@ -191,11 +222,12 @@ export class KeyManager {
           } else if (step === 'promote') {
             const next = rows.find((k) => k.state === 'next')
             if (next === undefined) continue
-            await keyRepository.promote(trx, next.kid, now, addSeconds(now, maxTtl + RETIRE_MARGIN_SECONDS))
-            this.log.info({ kid: next.kid }, 'signing key activated')
+            await keyRepository.promote(trx, next.kid, now, addSeconds(now, retireFor))
+            this.log.info({ kid: next.kid, alg: next.alg }, 'signing key activated')
           } else if (step === 'remove-expired') {
             const expired = rows.filter((k) => k.state === 'retired' && k.remove_at !== null && k.remove_at <= now)
             await keyRepository.remove(trx, expired.map((k) => k.kid), now)
+            this.log.info({ kids: expired.map((k) => k.kid) }, 'retired signing keys removed')
           }
         }
       })
@@ -203,12 +235,26 @@ export class KeyManager {
     await this.reload()
   }
 
-  /** Re-reads the live keys; concurrent callers share one read. */
+  /**
+   * Re-reads the live keys. Resolves after a read that began after the call, so a caller that has
+   * just changed the table sees its change; concurrent callers share reads.
+   */
   reload(): Promise<void> {
-    this.reloading ??= this.load().finally(() => {
-      this.reloading = undefined
-    })
-    return this.reloading
+    if (this.loading === undefined) {
+      this.loading = this.load().finally(() => {
+        this.loading = undefined
+      })
+      return this.loading
+    }
+    // The read under way may have begun before the caller's change: one more after it, shared by
+    // everyone who asks meanwhile.
+    this.queuedLoad ??= this.loading
+      .catch(() => undefined)
+      .then(() => {
+        this.queuedLoad = undefined
+        return this.reload()
+      })
+    return this.queuedLoad
   }
 
   private async load(): Promise<void> {
@@ -218,20 +264,19 @@ export class KeyManager {
     let signing: SigningKey | undefined
     for (const row of rows) {
       const known = this.live.get(row.kid)
-      const publicKey = known?.publicKey ?? createPublicKey({ key: row.public_jwk as never, format: 'jwk' })
-      live.set(row.kid, { kid: row.kid, alg: row.alg as SigningAlg, state: row.state, publicKey, publicJwk: row.public_jwk })
+      live.set(row.kid, known === undefined ? liveKey(row) : { ...known, state: row.state })
       if (row.state === 'active' && row.private_key !== null) {
         let key = this.privateKeys.get(row.kid)
         if (key === undefined) {
-          key = createPrivateKey({ key: open(this.kek, row.kid, row.private_key), format: 'der', type: 'pkcs8' })
+          key = openPrivateKey(this.kek, row.kid, row.private_key)
           this.privateKeys.set(row.kid, key)
         }
         signing = { kid: row.kid, alg: row.alg as SigningAlg, key }
       }
     }
-    for (const kid of this.privateKeys.keys()) if (!live.has(kid)) this.privateKeys.delete(kid)
+    for (const kid of this.privateKeys.keys()) if (signing?.kid !== kid) this.privateKeys.delete(kid)
     this.live = live
-    // Keep the last signing key if a poll caught the table mid-rotation with none active.
+    // Keep the last signing key while it is still published if a read ever finds none active.
     if (signing !== undefined) this.signing = signing
     else if (this.signing !== undefined && !live.has(this.signing.kid)) this.signing = undefined
     this.jwksCache = jwksOf([...live.values()])
@@ -240,8 +285,15 @@ export class KeyManager {
 
 type Step = 'create-active' | 'create-next' | 'promote' | 'remove-expired'
 
+interface Policy {
+  alg: SigningAlg
+  rotationInterval: number
+  /** When this instance started: see the algorithm check below. */
+  startedAt: Date
+}
+
 /** What the schedule asks for, given the live keys. Pure, so the decision can be made twice. */
-function planTick(rows: KeyRow[], now: Date, s: KeyManagerSettings): Step[] {
+function planTick(rows: KeyRow[], now: Date, p: Policy): Step[] {
   const steps: Step[] = []
   const active = rows.find((k) => k.state === 'active')
   const next = rows.find((k) => k.state === 'next')
@@ -250,8 +302,12 @@ function planTick(rows: KeyRow[], now: Date, s: KeyManagerSettings): Step[] {
     steps.push('promote')
   }
   if (active !== undefined && next === undefined) {
-    const due = active.activated_at !== null && addSeconds(active.activated_at, s.rotationInterval) <= now
-    if (due || active.alg !== s.alg) steps.push('create-next')
+    const due = active.activated_at !== null && addSeconds(active.activated_at, p.rotationInterval) <= now
+    // A SIGNING_ALG change rotates through the normal lifecycle. Only keys made before this
+    // instance started count as outdated: during a rolling restart an instance still running the
+    // old setting must not rotate back a key that a newer instance has just made.
+    const outdated = active.alg !== p.alg && active.created_at <= p.startedAt
+    if (due || outdated) steps.push('create-next')
   }
   if (rows.some((k) => k.state === 'retired' && k.remove_at !== null && k.remove_at <= now)) steps.push('remove-expired')
   return steps
@@ -261,8 +317,7 @@ async function newKey(alg: SigningAlg, kek: Buffer): Promise<NewKey> {
   const { publicKey, privateKey } = await generate(alg)
   const kid = randomUUID()
   const der = privateKey.export({ format: 'der', type: 'pkcs8' })
-  const publicJwk = { ...publicKey.export({ format: 'jwk' }), kid, alg, use: 'sig' }
-  return { kid, alg, publicJwk, sealedPrivateKey: seal(kek, kid, der) }
+  return { kid, alg, publicJwk: publicJwk(publicKey, kid, alg), sealedPrivateKey: seal(kek, kid, der) }
 }
 
 function generate(alg: SigningAlg) {
@@ -277,11 +332,38 @@ function generate(alg: SigningAlg) {
   }
 }
 
+/**
+ * RFC 7517 §4: the published members. Exported from a public KeyObject, which has no private
+ * members to give, whatever the stored JWK holds.
+ */
+function publicJwk(publicKey: KeyObject, kid: string, alg: string): Record<string, unknown> {
+  return { ...publicKey.export({ format: 'jwk' }), kid, alg, use: 'sig' }
+}
+
+function liveKey(row: KeyRow): LiveKey {
+  // createPublicKey derives the public half even from a JWK that (tampered with) holds private members.
+  const publicKey = createPublicKey({ key: row.public_jwk as never, format: 'jwk' })
+  return { kid: row.kid, alg: row.alg as SigningAlg, state: row.state, publicKey, publicJwk: publicJwk(publicKey, row.kid, row.alg) }
+}
+
+function openPrivateKey(kek: Buffer, kid: string, sealed: Uint8Array): KeyObject {
+  let der: Buffer
+  try {
+    der = open(kek, kid, sealed)
+  } catch {
+    throw new Error(
+      `the private key of signing key ${kid} does not open with this KEY_ENCRYPTION_KEY: ` +
+        'every instance over one database needs the same KEY_ENCRYPTION_KEY',
+    )
+  }
+  return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })
+}
+
 const STATE_ORDER: Record<KeyState, number> = { active: 0, next: 1, retired: 2, removed: 3 }
 
 function jwksOf(keys: LiveKey[]): Jwks {
+  // Stable sort over rows read oldest first: every instance serves the same bytes, so the same ETag.
   const sorted = [...keys].sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state])
-  // Only public members: the stored JWK was exported from the public key.
   const body = JSON.stringify({ keys: sorted.map((k) => k.publicJwk) })
   const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`
   return { body, etag }

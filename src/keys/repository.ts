@@ -21,12 +21,18 @@ export const keyRepository = {
     return db.selectFrom('signing_keys').selectAll().orderBy('created_at', 'desc').execute()
   },
 
+  /** The key, removed or not; undefined for a kid this server never had. */
+  async find(db: Executor, kid: string): Promise<KeyRow | undefined> {
+    return db.selectFrom('signing_keys').selectAll().where('kid', '=', kid).executeTakeFirst()
+  },
+
   /** The key's state, or undefined for a kid this server never had. */
   async state(db: Executor, kid: string): Promise<KeyState | undefined> {
     const row = await db.selectFrom('signing_keys').select('state').where('kid', '=', kid).executeTakeFirst()
     return row?.state
   },
 
+  /** A new key, published now, that the schedule makes active at activateAt. */
   async insertNext(db: Executor, key: NewKey, now: Date, activateAt: Date): Promise<void> {
     await db
       .insertInto('signing_keys')
@@ -34,6 +40,7 @@ export const keyRepository = {
       .execute()
   },
 
+  /** A new key that signs at once: the first one, or an emergency rotation's (after removing the rest). */
   async insertActive(db: Executor, key: NewKey, now: Date): Promise<void> {
     await db
       .insertInto('signing_keys')
@@ -41,11 +48,16 @@ export const keyRepository = {
       .execute()
   },
 
-  /** Retires the active key (it stays published until removeAt) and makes `kid` active. */
+  /**
+   * Retires the active key (it stays published until removeAt) and makes `kid`, a next key,
+   * active. The retired key's private key is erased now: it never signs again, and a database
+   * dump taken later should hold as few private keys as possible. Run it in a transaction, so
+   * that no reader sees a moment without an active key.
+   */
   async promote(db: Executor, kid: string, now: Date, removeAt: Date): Promise<void> {
     await db
       .updateTable('signing_keys')
-      .set({ state: 'retired', retired_at: now, remove_at: removeAt })
+      .set({ state: 'retired', retired_at: now, remove_at: removeAt, private_key: null })
       .where('state', '=', 'active')
       .execute()
     await db
@@ -56,7 +68,7 @@ export const keyRepository = {
       .execute()
   },
 
-  /** Removes keys: they leave /jwks and their private key is erased. */
+  /** Removes keys (unknown kids are ignored): they leave /jwks and their private key is erased. */
   async remove(db: Executor, kids: string[], now: Date): Promise<void> {
     if (kids.length === 0) return
     await db
