@@ -6,8 +6,14 @@ export type IntrospectionResponse = { active: false } | ({ active: true } & Reco
 
 const INACTIVE: IntrospectionResponse = Object.freeze({ active: false })
 
-/** A refresh token is opaque; an access token is a JWS in compact form, with two dots. */
-export const looksLikeJwt = (token: string): boolean => token.split('.').length === 3
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
+
+/**
+ * A refresh token is opaque; an access token is a JWS in compact form (RFC 7515 §7.1): three
+ * base64url parts. Anything else is not one of our access tokens, even if a lenient decoder would
+ * read it as one (a trailing space, say).
+ */
+export const looksLikeJwt = (token: string): boolean => COMPACT_JWS.test(token)
 
 /**
  * RFC 7662 §2. A token is active for the client it was issued to, and for a client that serves

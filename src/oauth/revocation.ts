@@ -1,31 +1,67 @@
+import { decodeProtectedHeader } from 'jose'
 import type { Kysely } from 'kysely'
 import type { Client } from '../clients/repository.js'
 import type { Clock } from '../clock.js'
 import type { Database } from '../db/schema.js'
-import type { AccessTokens } from '../tokens/access-tokens.js'
+import type { KeyManager } from '../keys/manager.js'
+import type { AccessTokens, VerifiedAccessToken } from '../tokens/access-tokens.js'
 import { tokenRepository } from '../tokens/repository.js'
 import { sha256 } from '../secrets.js'
 import { looksLikeJwt } from './introspection.js'
 
+export interface RevocationDeps {
+  db: Kysely<Database>
+  clock: Clock
+  accessTokens: AccessTokens
+  keys: KeyManager
+}
+
 /**
- * RFC 7009 §2.1. A client revokes only its own tokens; anything else (unknown, expired, already
- * revoked, another client's) succeeds without effect, so the answer tells the caller nothing.
- * A refresh token takes its whole grant with it: every refresh token of the family and the
- * access tokens issued from it. An access token goes on the deny-list until it expires.
+ * RFC 7009 §2.1. A client revokes only its own tokens. Anything else (unknown, malformed,
+ * expired, already revoked, or another client's) succeeds without effect: §2.2 answers 200 for
+ * invalid tokens, and refusing another client's token with an error, as §2.1 suggests, would tell
+ * the caller that the string it holds is a live token, which is what introspection refuses too.
+ * token_type_hint is not needed: the two kinds of token cannot be mistaken for each other.
+ *
+ * A refresh token takes its whole grant with it (§2.1 SHOULD): every refresh token of the family
+ * and the access tokens issued from it, whose `sid` names the grant. An access token goes on the
+ * deny-list until it expires; the refresh token it came with stays usable (§2.1 MAY, not done).
+ * Both are single writes that commit before the response is sent, and introspection reads them
+ * on every call, so every instance sees the revocation once the client has its answer.
  */
-export async function revoke(
-  deps: { db: Kysely<Database>; clock: Clock; accessTokens: AccessTokens },
-  caller: Client,
-  token: string,
-): Promise<void> {
-  const now = deps.clock.now()
+export async function revoke(deps: RevocationDeps, caller: Client, token: string): Promise<void> {
   if (looksLikeJwt(token)) {
-    const verified = await deps.accessTokens.verify(token)
+    const verified = await verifyWithFreshKeys(deps, token)
     if (verified === undefined || verified.claims.client_id !== caller.clientId) return
     await tokenRepository.denyAccessToken(deps.db, verified.claims.jti, new Date(verified.claims.exp * 1000))
     return
   }
   const record = await tokenRepository.findRefreshToken(deps.db, sha256(token))
   if (record === undefined || record.grant.clientId !== caller.clientId) return
-  await tokenRepository.revokeGrant(deps.db, record.grant.id, now)
+  await tokenRepository.revokeGrant(deps.db, record.grant.id, deps.clock.now())
+}
+
+/**
+ * Verifies the access token, re-reading the keys first when its kid is unknown here. After an
+ * emergency rotation on another instance this one learns the new key only at its next poll; a
+ * revocation that gave up on such a token would answer 200 and leave it active everywhere, so
+ * unlike introspection (where a miss only fails closed) it must not rely on the poll.
+ */
+async function verifyWithFreshKeys(deps: RevocationDeps, token: string): Promise<VerifiedAccessToken | undefined> {
+  const verified = await deps.accessTokens.verify(token)
+  if (verified !== undefined) return verified
+  const header = protectedHeader(token)
+  if (header === undefined || (await deps.keys.verificationKey(header.kid, header.alg)) !== undefined) return undefined
+  // reload() resolves after a read that began after the call, so it sees a key already written.
+  await deps.keys.reload()
+  return deps.accessTokens.verify(token)
+}
+
+function protectedHeader(token: string): { kid: string; alg: string } | undefined {
+  try {
+    const { kid, alg } = decodeProtectedHeader(token)
+    return typeof kid === 'string' && typeof alg === 'string' ? { kid, alg } : undefined
+  } catch {
+    return undefined
+  }
 }

@@ -26,7 +26,9 @@ export type ActiveToken = ActiveAccessToken | ActiveRefreshToken
 /**
  * Whether a token is live right now, asked of the database every time: revocation on any instance
  * is seen at once, because nothing here is cached but the public keys (whose removal is also
- * checked against the database).
+ * checked against the database). The price is one round trip of primary-key lookups per access
+ * token; a cache of "active" answers would have to be emptied on every instance before /revoke
+ * answers, which a poll cannot promise, so there is none.
  */
 export class TokenStatus {
   constructor(
@@ -64,6 +66,7 @@ export class TokenStatus {
     const record = await tokenRepository.findRefreshToken(this.db, sha256(token))
     if (record === undefined || record.usedAt !== null || record.grant.revokedAt !== null) return undefined
     if (record.expiresAt <= this.clock.now()) return undefined
+    // The access-token query answers for the client and the user too; no jti or kid is ''.
     const s = await tokenRepository.accessTokenStatus(this.db, {
       jti: '',
       kid: '',
