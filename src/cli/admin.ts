@@ -1,5 +1,529 @@
-/** Admin commands over the admin API (written in full by the CLI work). */
-export async function runAdminCommand(command: string, _args: string[]): Promise<number> {
-  process.stderr.write(`tessera: "${command}" is not implemented yet\n`)
-  return 2
+// `tessera client|user|keys …`: the admin API from the command line. Exit codes: 0 done, 1 the
+// server (or the network) said no, 2 the command line is wrong.
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { AdminApi, ApiError, CliError, UsageError, loadCredentials } from './admin-api.js'
+import { fields, list as joinList, printable, table, when } from './format.js'
+import { readPassword } from './prompt.js'
+
+type Options = NonNullable<ParseArgsConfig['options']>
+type Values = Record<string, string | boolean | undefined>
+
+interface Context {
+  api: AdminApi
+  json: boolean
+  out(text: string): void
+  warn(text: string): void
+}
+
+interface Command {
+  /** What follows `tessera <group> <name>` in the usage. */
+  synopsis: string
+  summary: string
+  options?: Options
+  positionals: string[]
+  run(ctx: Context, values: Values, positionals: string[]): Promise<void>
+}
+
+const GLOBAL_OPTIONS: Options = {
+  'admin-url': { type: 'string' },
+  'token-url': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+}
+
+const DEFAULT_ADMIN_URL = 'http://127.0.0.1:8081'
+
+// Views of the admin API's answers (src/http/admin.ts).
+interface ClientView {
+  client_id: string
+  name: string
+  grant_types: string[]
+  scopes: string[]
+  audiences: string[]
+  resource_identifiers: string[]
+  access_token_ttl: number | null
+  refresh_token_ttl: number | null
+  created_at: string
+  updated_at: string
+  client_secret?: string
+}
+
+interface UserView {
+  id: string
+  username: string
+  disabled: boolean
+  scopes: string[] | null
+  created_at: string
+  updated_at: string
+}
+
+interface KeyView {
+  kid: string
+  alg: string
+  state: string
+  created_at: string
+  activate_at: string | null
+  activated_at: string | null
+  retired_at: string | null
+  remove_at: string | null
+  removed_at: string | null
+}
+
+// Flags
+
+function stringFlag(values: Values, name: string): string | undefined {
+  const v = values[name]
+  return typeof v === 'string' ? v : undefined
+}
+
+function requiredFlag(values: Values, name: string): string {
+  const v = stringFlag(values, name)
+  if (v === undefined || v.trim() === '') throw new UsageError(`--${name} is required`)
+  return v
+}
+
+/** A comma-separated flag as a list; `--scopes ""` is the empty list. */
+function listFlag(values: Values, name: string): string[] | undefined {
+  const v = stringFlag(values, name)
+  if (v === undefined) return undefined
+  return v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+}
+
+function intFlag(values: Values, name: string): number | undefined {
+  const v = stringFlag(values, name)
+  if (v === undefined) return undefined
+  if (!/^\d{1,15}$/.test(v.trim())) throw new UsageError(`--${name} must be a whole number of seconds, got "${printable(v)}"`)
+  return Number(v.trim())
+}
+
+// Output
+
+const json = (body: unknown) => `${JSON.stringify(body, null, 2)}\n`
+const ttl = (seconds: number | null) => (seconds === null ? 'server default' : `${seconds} s`)
+const userScopes = (scopes: string[] | null) => (scopes === null ? "(the client's)" : joinList(scopes))
+const userName = (u: UserView) => `${printable(u.username)} (${u.id})`
+const segment = (id: string) => encodeURIComponent(id)
+
+function clientFields(c: ClientView): string {
+  return fields([
+    ['client_id', printable(c.client_id)],
+    ['name', printable(c.name)],
+    ['grant_types', joinList(c.grant_types)],
+    ['scopes', joinList(c.scopes)],
+    ['audiences', joinList(c.audiences)],
+    ['resource_identifiers', joinList(c.resource_identifiers)],
+    ['access_token_ttl', ttl(c.access_token_ttl)],
+    ['refresh_token_ttl', ttl(c.refresh_token_ttl)],
+    ['created_at', when(c.created_at)],
+    ['updated_at', when(c.updated_at)],
+    ...(c.client_secret !== undefined ? ([['client_secret', c.client_secret]] as [string, string][]) : []),
+  ])
+}
+
+function userFields(u: UserView): string {
+  return fields([
+    ['id', u.id],
+    ['username', printable(u.username)],
+    ['status', u.disabled ? 'disabled' : 'enabled'],
+    ['scopes', userScopes(u.scopes)],
+    ['created_at', when(u.created_at)],
+    ['updated_at', when(u.updated_at)],
+  ])
+}
+
+function keyFields(k: KeyView): string {
+  return fields([
+    ['kid', k.kid],
+    ['alg', k.alg],
+    ['state', k.state],
+    ['created_at', when(k.created_at)],
+    ['signs_from', when(k.activated_at ?? k.activate_at)],
+  ])
+}
+
+const SECRET_WARNING = 'This secret is shown only now: store it safely, it cannot be read again.\n'
+
+// API helpers
+
+/** Every page of a list (the API pages with `limit`, `after` and `next`). */
+async function fetchAll<T>(api: AdminApi, path: string, key: string): Promise<{ items: T[] }> {
+  const items: T[] = []
+  let after: string | undefined
+  for (;;) {
+    const query = new URLSearchParams({ limit: '1000', ...(after !== undefined && { after }) })
+    const page = await api.call<Record<string, unknown>>('GET', `${path}?${query}`)
+    items.push(...((page[key] ?? []) as T[]))
+    if (typeof page['next'] !== 'string') return { items }
+    after = page['next']
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** A user named by id or by username; an id is tried first, as a username may look like one. */
+async function findUser(api: AdminApi, ref: string): Promise<UserView> {
+  if (UUID.test(ref)) {
+    try {
+      return await api.call<UserView>('GET', `/admin/users/${segment(ref)}`)
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404)) throw err
+    }
+  }
+  const found = await api.call<{ users: UserView[] }>('GET', `/admin/users?${new URLSearchParams({ username: ref })}`)
+  const user = found.users[0]
+  if (user === undefined) throw new CliError(`not_found: no user with id or username "${printable(ref)}"`)
+  return user
+}
+
+// Commands
+
+const clientOptions: Options = {
+  name: { type: 'string' },
+  'grant-types': { type: 'string' },
+  scopes: { type: 'string' },
+  audiences: { type: 'string' },
+  'resource-identifiers': { type: 'string' },
+  'access-token-ttl': { type: 'string' },
+  'refresh-token-ttl': { type: 'string' },
+}
+
+const clientCommands: Record<string, Command> = {
+  create: {
+    synopsis:
+      'create --name NAME --grant-types LIST [--scopes LIST] [--audiences LIST]\n' +
+      '         [--resource-identifiers LIST] [--access-token-ttl S] [--refresh-token-ttl S]',
+    summary:
+      'register a client; prints its secret once. Grant types: password, client_credentials,\n' +
+      'refresh_token. Lists are comma-separated; the first audience is the default aud.',
+    options: clientOptions,
+    positionals: [],
+    async run(ctx, values) {
+      const body = {
+        name: requiredFlag(values, 'name'),
+        grant_types: listFlag(values, 'grant-types') ?? [],
+        scopes: listFlag(values, 'scopes') ?? [],
+        audiences: listFlag(values, 'audiences'),
+        resource_identifiers: listFlag(values, 'resource-identifiers'),
+        access_token_ttl: intFlag(values, 'access-token-ttl'),
+        refresh_token_ttl: intFlag(values, 'refresh-token-ttl'),
+      }
+      if (body.grant_types.length === 0) throw new UsageError('--grant-types is required')
+      const created = await ctx.api.call<ClientView>('POST', '/admin/clients', body)
+      ctx.out(ctx.json ? json(created) : clientFields(created))
+      ctx.warn(SECRET_WARNING)
+    },
+  },
+  list: {
+    synopsis: 'list',
+    summary: 'list the clients',
+    positionals: [],
+    async run(ctx) {
+      const { items } = await fetchAll<ClientView>(ctx.api, '/admin/clients', 'clients')
+      if (ctx.json) return ctx.out(json({ clients: items }))
+      if (items.length === 0) return ctx.out('no clients\n')
+      return ctx.out(
+        table(
+          ['CLIENT_ID', 'NAME', 'GRANT_TYPES', 'SCOPES', 'AUDIENCES'],
+          items.map((c) => [printable(c.client_id), printable(c.name), joinList(c.grant_types), joinList(c.scopes), joinList(c.audiences, '-')]),
+        ),
+      )
+    },
+  },
+  show: {
+    synopsis: 'show CLIENT_ID',
+    summary: "show a client's settings (never its secret)",
+    positionals: ['CLIENT_ID'],
+    async run(ctx, _values, [id]) {
+      const client = await ctx.api.call<ClientView>('GET', `/admin/clients/${segment(id!)}`)
+      ctx.out(ctx.json ? json(client) : clientFields(client))
+    },
+  },
+  'rotate-secret': {
+    synopsis: 'rotate-secret CLIENT_ID [--grace-seconds N]',
+    summary: 'issue a new secret; the old one works for N more seconds (default 0: it stops now)',
+    options: { 'grace-seconds': { type: 'string' } },
+    positionals: ['CLIENT_ID'],
+    async run(ctx, values, [id]) {
+      const grace = intFlag(values, 'grace-seconds')
+      const r = await ctx.api.call<{ client_secret: string }>(
+        'POST',
+        `/admin/clients/${segment(id!)}/secret`,
+        grace === undefined ? {} : { grace_seconds: grace },
+      )
+      ctx.out(ctx.json ? json(r) : fields([['client_secret', r.client_secret]]))
+      ctx.warn(SECRET_WARNING)
+      ctx.warn(grace ? `The old secret keeps working for ${grace} s.\n` : 'The old secret no longer works.\n')
+    },
+  },
+  delete: {
+    synopsis: 'delete CLIENT_ID',
+    summary: 'delete a client',
+    positionals: ['CLIENT_ID'],
+    async run(ctx, _values, [id]) {
+      await ctx.api.call('DELETE', `/admin/clients/${segment(id!)}`)
+      if (!ctx.json) ctx.out(`deleted client ${printable(id!)}\n`)
+    },
+  },
+  'revoke-tokens': {
+    synopsis: 'revoke-tokens CLIENT_ID',
+    summary: 'revoke every access and refresh token issued to a client',
+    positionals: ['CLIENT_ID'],
+    async run(ctx, _values, [id]) {
+      await ctx.api.call('POST', `/admin/clients/${segment(id!)}/revoke-tokens`)
+      if (!ctx.json) ctx.out(`revoked the tokens of client ${printable(id!)}\n`)
+    },
+  },
+}
+
+async function setDisabled(ctx: Context, ref: string, disabled: boolean): Promise<void> {
+  const user = await findUser(ctx.api, ref)
+  const updated = await ctx.api.call<UserView>('PATCH', `/admin/users/${segment(user.id)}`, { disabled })
+  ctx.out(ctx.json ? json(updated) : `${disabled ? 'disabled' : 'enabled'} user ${userName(updated)}\n`)
+}
+
+const userCommands: Record<string, Command> = {
+  create: {
+    synopsis: 'create USERNAME [--scopes LIST]',
+    summary:
+      'create a user; the password is the first line of stdin, or typed at a prompt.\n' +
+      "--scopes narrows what the user's tokens may carry (default: whatever the client allows).",
+    options: { scopes: { type: 'string' } },
+    positionals: ['USERNAME'],
+    async run(ctx, values, [username]) {
+      const scopes = listFlag(values, 'scopes')
+      await ctx.api.authenticate()
+      const password = await readPassword()
+      const user = await ctx.api.call<UserView>('POST', '/admin/users', {
+        username,
+        password,
+        ...(scopes !== undefined && { scopes }),
+      })
+      ctx.out(ctx.json ? json(user) : userFields(user))
+    },
+  },
+  list: {
+    synopsis: 'list',
+    summary: 'list the users',
+    positionals: [],
+    async run(ctx) {
+      const { items } = await fetchAll<UserView>(ctx.api, '/admin/users', 'users')
+      if (ctx.json) return ctx.out(json({ users: items }))
+      if (items.length === 0) return ctx.out('no users\n')
+      return ctx.out(
+        table(
+          ['ID', 'USERNAME', 'STATUS', 'SCOPES', 'CREATED'],
+          items.map((u) => [u.id, printable(u.username), u.disabled ? 'disabled' : 'enabled', userScopes(u.scopes), when(u.created_at)]),
+        ),
+      )
+    },
+  },
+  show: {
+    synopsis: 'show USER',
+    summary: 'show a user (USER is an id or a username, here and below)',
+    positionals: ['USER'],
+    async run(ctx, _values, [ref]) {
+      const user = await findUser(ctx.api, ref!)
+      ctx.out(ctx.json ? json(user) : userFields(user))
+    },
+  },
+  disable: {
+    synopsis: 'disable USER',
+    summary: 'refuse the password grant to a user',
+    positionals: ['USER'],
+    run: (ctx, _values, [ref]) => setDisabled(ctx, ref!, true),
+  },
+  enable: {
+    synopsis: 'enable USER',
+    summary: 'allow a disabled user again',
+    positionals: ['USER'],
+    run: (ctx, _values, [ref]) => setDisabled(ctx, ref!, false),
+  },
+  'set-password': {
+    synopsis: 'set-password USER',
+    summary: 'set a new password, read like the one of create',
+    positionals: ['USER'],
+    async run(ctx, _values, [ref]) {
+      const user = await findUser(ctx.api, ref!)
+      const password = await readPassword('New password')
+      await ctx.api.call('POST', `/admin/users/${segment(user.id)}/password`, { password })
+      if (!ctx.json) ctx.out(`password changed for user ${userName(user)}\n`)
+    },
+  },
+  'revoke-tokens': {
+    synopsis: 'revoke-tokens USER',
+    summary: "revoke every access and refresh token issued for a user",
+    positionals: ['USER'],
+    async run(ctx, _values, [ref]) {
+      const user = await findUser(ctx.api, ref!)
+      await ctx.api.call('POST', `/admin/users/${segment(user.id)}/revoke-tokens`)
+      if (!ctx.json) ctx.out(`revoked the tokens of user ${userName(user)}\n`)
+    },
+  },
+  delete: {
+    synopsis: 'delete USER',
+    summary: 'delete a user',
+    positionals: ['USER'],
+    async run(ctx, _values, [ref]) {
+      const user = await findUser(ctx.api, ref!)
+      await ctx.api.call('DELETE', `/admin/users/${segment(user.id)}`)
+      if (!ctx.json) ctx.out(`deleted user ${userName(user)}\n`)
+    },
+  },
+}
+
+const keyCommands: Record<string, Command> = {
+  list: {
+    synopsis: 'list',
+    summary: 'list the signing keys: next (published, not signing yet), active, retired, removed',
+    positionals: [],
+    async run(ctx) {
+      const { keys } = await ctx.api.call<{ keys: KeyView[] }>('GET', '/admin/keys')
+      if (ctx.json) return ctx.out(json({ keys }))
+      if (keys.length === 0) return ctx.out('no keys\n')
+      return ctx.out(
+        table(
+          ['KID', 'ALG', 'STATE', 'CREATED', 'SIGNS_FROM', 'RETIRED', 'REMOVED'],
+          keys.map((k) => [
+            k.kid,
+            k.alg,
+            k.state,
+            when(k.created_at),
+            when(k.activated_at ?? k.activate_at),
+            when(k.retired_at),
+            when(k.removed_at ?? k.remove_at),
+          ]),
+        ),
+      )
+    },
+  },
+  rotate: {
+    synopsis: 'rotate [--immediate]',
+    summary:
+      'start a rotation: the new key is published first and signs once caches have seen it.\n' +
+      '--immediate (a leaked key): the new key signs now and every other key leaves /jwks;\n' +
+      'tokens they signed stop working at once.',
+    options: { immediate: { type: 'boolean' } },
+    positionals: [],
+    async run(ctx, values) {
+      const immediate = values['immediate'] === true
+      const key = await ctx.api.call<KeyView>('POST', `/admin/keys/rotate${immediate ? '?immediate=true' : ''}`)
+      ctx.out(ctx.json ? json(key) : keyFields(key))
+      if (immediate) ctx.warn('Every other key has left /jwks: tokens they signed no longer verify.\n')
+    },
+  },
+}
+
+const GROUPS: Record<string, { about: string; commands: Record<string, Command> }> = {
+  client: { about: 'OAuth clients', commands: clientCommands },
+  user: { about: 'users of the password grant', commands: userCommands },
+  keys: { about: 'signing keys', commands: keyCommands },
+}
+
+function groupUsage(group: string): string {
+  const { about, commands } = GROUPS[group]!
+  const entries = Object.values(commands).map(
+    (c) => `  tessera ${group} ${c.synopsis}\n${c.summary.replace(/^/gm, '      ')}\n`,
+  )
+  return (
+    `usage: tessera ${group} <command> [options]   (${about})\n\n` +
+    entries.join('') +
+    '\noptions of every command:\n' +
+    `  --admin-url URL  the admin listener (default $TESSERA_ADMIN_URL, else ${DEFAULT_ADMIN_URL})\n` +
+    "  --token-url URL  the token endpoint (default: the admin listener's metadata names it)\n" +
+    '  --json           print the API\'s JSON\n' +
+    '  -h, --help       print this help\n' +
+    '\ncredentials: TESSERA_ADMIN_CLIENT_ID and TESSERA_ADMIN_CLIENT_SECRET, else\n' +
+    'DATA_DIR/admin-client.json (DATA_DIR defaults to ./data).\n'
+  )
+}
+
+function commandUsage(group: string, command: Command): string {
+  return (
+    `usage: tessera ${group} ${command.synopsis}\n` +
+    `${command.summary.replace(/^/gm, '  ')}\n\n` +
+    `(tessera ${group} --help lists every ${group} command and option)\n`
+  )
+}
+
+function adminUrl(values: Values): string {
+  const url = stringFlag(values, 'admin-url') ?? (process.env['TESSERA_ADMIN_URL'] || DEFAULT_ADMIN_URL)
+  checkHttpUrl(url, '--admin-url')
+  return url
+}
+
+function checkHttpUrl(value: string, name: string): void {
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new UsageError(`${name} must be a URL, got "${printable(value)}"`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`${name} must be an http(s) URL`)
+}
+
+const stdout = (text: string) => void process.stdout.write(text)
+const stderr = (text: string) => void process.stderr.write(text)
+
+/** Runs `tessera <group> <args…>`; resolves to the exit code. */
+export async function runAdminCommand(group: string, args: string[]): Promise<number> {
+  if (GROUPS[group] === undefined) {
+    stderr(`tessera: unknown command "${printable(group)}"\n`)
+    return 2
+  }
+  const [name, ...rest] = args
+  if (name === undefined) {
+    stderr(groupUsage(group))
+    return 2
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
+    stdout(groupUsage(group))
+    return 0
+  }
+  const command = GROUPS[group]!.commands[name]
+  try {
+    if (command === undefined) throw new UsageError(`unknown command "${printable(`${group} ${name}`)}"`)
+    let parsed: { values: Values; positionals: string[] }
+    try {
+      parsed = parseArgs({
+        args: rest,
+        options: { ...GLOBAL_OPTIONS, ...command.options },
+        allowPositionals: true,
+        strict: true,
+      }) as { values: Values; positionals: string[] }
+    } catch (err) {
+      throw new UsageError((err as Error).message)
+    }
+    const { values, positionals } = parsed
+    if (values['help'] === true) {
+      stdout(groupUsage(group))
+      return 0
+    }
+    if (positionals.length !== command.positionals.length) {
+      throw new UsageError(
+        command.positionals.length === 0
+          ? `${group} ${name} takes no arguments`
+          : `${group} ${name} takes ${command.positionals.join(' ')}`,
+      )
+    }
+    const tokenUrl = stringFlag(values, 'token-url')
+    if (tokenUrl !== undefined) checkHttpUrl(tokenUrl, '--token-url')
+    const api = new AdminApi({ adminUrl: adminUrl(values), tokenUrl, credentials: () => loadCredentials() })
+    await command.run({ api, json: values['json'] === true, out: stdout, warn: stderr }, values, positionals)
+    return 0
+  } catch (err) {
+    if (err instanceof UsageError) {
+      stderr(`tessera: ${err.message}\n\n${command === undefined ? groupUsage(group) : commandUsage(group, command)}`)
+      return 2
+    }
+    if (err instanceof CliError) {
+      stderr(`tessera: ${err.message}\n`)
+      return err.exitCode
+    }
+    // Never a stack trace: one line that says what went wrong.
+    stderr(`tessera: ${err instanceof Error ? err.message : String(err)}\n`)
+    return 1
+  }
 }

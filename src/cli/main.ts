@@ -1,27 +1,39 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig } from '../config.js'
-import { openDatabase } from '../db/connect.js'
-import { migrate } from '../db/migrate.js'
-import { createLogger } from '../log.js'
-import { startServer } from '../server.js'
 import { runAdminCommand } from './admin.js'
+
+// The server's modules (database drivers, fastify, argon2) are loaded only by the commands that
+// need them: an admin command is a short HTTP client and starts about three times faster so.
+const serverModules = async () => {
+  const [{ createLogger }, { startServer }] = await Promise.all([import('../log.js'), import('../server.js')])
+  return { createLogger, startServer }
+}
+const migrationModules = async () => {
+  const [{ createLogger }, { openDatabase }, { migrate }] = await Promise.all([
+    import('../log.js'),
+    import('../db/connect.js'),
+    import('../db/migrate.js'),
+  ])
+  return { createLogger, openDatabase, migrate }
+}
 
 const USAGE = `usage: tessera <command>
 
   serve                     run the server (configured by the environment; see .env.example)
   migrate                   apply database migrations and exit
-  client create|list|show|rotate-secret|delete
-  user create|list|disable|enable|set-password|delete
-  keys list|rotate
+  client create|list|show|rotate-secret|revoke-tokens|delete
+  user create|list|show|disable|enable|set-password|revoke-tokens|delete
+  keys list|rotate [--immediate]
 
 Admin commands call the admin API: --admin-url (default $TESSERA_ADMIN_URL or
 http://127.0.0.1:8081), credentials from TESSERA_ADMIN_CLIENT_ID / TESSERA_ADMIN_CLIENT_SECRET
-or DATA_DIR/admin-client.json. --json prints machine-readable output. Run a command with --help
-for its options.
+or DATA_DIR/admin-client.json. --json prints machine-readable output. Passwords are read from
+stdin or a prompt. \`tessera <client|user|keys> --help\` lists a group's commands and options.
 `
 
 async function serve(): Promise<void> {
   const config = loadConfig()
+  const { createLogger, startServer } = await serverModules()
   const log = createLogger(config.logLevel)
   const server = await startServer(config, { log })
   let closing = false
@@ -43,6 +55,7 @@ async function serve(): Promise<void> {
 
 async function runMigrations(): Promise<void> {
   const config = loadConfig()
+  const { createLogger, openDatabase, migrate } = await migrationModules()
   const log = createLogger(config.logLevel)
   const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log })
   try {
