@@ -26,10 +26,10 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
     const route = request.routeOptions.url ?? 'unknown'
     const seconds = reply.elapsedTime / 1000
     t.metrics.requestDuration.observe({ method: request.method, route, status: String(reply.statusCode) }, seconds)
-    request.log.info(
-      { method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
-      'request',
-    )
+    // The path only: a query string could carry what a client should not have put there.
+    const path = request.url.split('?')[0]
+    const ms = Math.round(reply.elapsedTime * 10) / 10
+    request.log.info({ method: request.method, url: path, status: reply.statusCode, ms }, 'request')
   })
   return app
 }

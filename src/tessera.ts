@@ -27,11 +27,12 @@ export interface Tessera extends OAuthServices {
   metrics: Metrics
   /** Starts the key schedule and housekeeping. */
   start(): Promise<void>
-  stop(): void
+  /** Stops the schedules, waiting for a key tick under way so the database can close after. */
+  stop(): Promise<void>
 }
 
-// Expired deny-list entries, grants, refresh tokens and old login failures are deleted this often. Idempotent, so
-// every instance may do it.
+// Expired deny-list entries, grants, refresh tokens and old login failures are deleted this
+// often. Idempotent, so every instance may do it.
 const HOUSEKEEPING_INTERVAL_MS = 60_000
 
 export function createTessera(opts: {
@@ -94,9 +95,9 @@ export function createTessera(opts: {
       }, HOUSEKEEPING_INTERVAL_MS)
       housekeeping.unref()
     },
-    stop() {
-      keys.stop()
+    async stop() {
       if (housekeeping !== undefined) clearInterval(housekeeping)
+      await keys.stop()
     },
   }
 }

@@ -142,17 +142,29 @@ export const tokenRepository = {
       .execute()
   },
 
-  /** Everything revocation depends on, in one round trip. */
+  /**
+   * Everything revocation depends on, in one round trip. A token of no grant (client_credentials)
+   * has no user or grant to look at, and skips those joins: introspection is the hot path.
+   */
   async accessTokenStatus(
     db: Executor,
     t: { jti: string; kid: string; clientId: string; userId: string | undefined; grantId: string | undefined },
   ): Promise<AccessTokenStatus> {
-    const r = await sql<AccessTokenStatus>`
-      select
+    const common = sql`
         exists (select 1 from revoked_access_tokens where jti = ${t.jti}) as "denied",
         (select state from signing_keys where kid = ${t.kid}) as "keyState",
         c.client_id is not null as "clientExists",
-        c.tokens_revoked_at as "clientRevokedAt",
+        c.tokens_revoked_at as "clientRevokedAt"`
+    const query =
+      t.userId === undefined && t.grantId === undefined
+        ? sql<AccessTokenStatus>`
+      select ${common},
+        false as "userExists", false as "userDisabled", null as "username",
+        false as "grantExists", null as "grantRevokedAt"
+      from (select 1) as one
+      left join clients c on c.client_id = ${t.clientId}`
+        : sql<AccessTokenStatus>`
+      select ${common},
         u.id is not null as "userExists",
         coalesce(u.disabled, false) as "userDisabled",
         u.username as "username",
@@ -161,8 +173,8 @@ export const tokenRepository = {
       from (select 1) as one
       left join clients c on c.client_id = ${t.clientId}
       left join users u on u.id = ${asUuid(t.userId)}::uuid
-      left join grants g on g.id = ${asUuid(t.grantId)}::uuid
-    `.execute(db)
+      left join grants g on g.id = ${asUuid(t.grantId)}::uuid`
+    const r = await query.execute(db)
     return r.rows[0]!
   },
 
