@@ -7,6 +7,7 @@ import { createLogger } from '../../src/log.js'
 import { startServer, type RunningServer } from '../../src/server.js'
 import type { Clock } from '../../src/clock.js'
 import type { Logger } from 'pino'
+import type { Test } from 'tap'
 
 export const ADMIN_ID = 'test-admin'
 export const ADMIN_SECRET = 'test-admin-secret-0123456789'
@@ -210,4 +211,13 @@ export function decodeJwt(token: string): { header: any; payload: any } {
     header: JSON.parse(Buffer.from(h!, 'base64url').toString()),
     payload: JSON.parse(Buffer.from(p!, 'base64url').toString()),
   }
+}
+
+/** An RFC 6749 §5.2 error: this status and code, JSON, no-store, and nothing else (no stack). */
+export function assertOAuthError(t: Test, r: HttpResult, status: number, error: string): void {
+  t.equal(r.status, status, `status ${status}`)
+  t.equal(r.body?.error, error, `error ${error}`)
+  t.equal(r.headers.get('cache-control'), 'no-store')
+  t.match(r.headers.get('content-type'), /application\/json/)
+  t.same(Object.keys(r.body ?? {}).filter((k) => k !== 'error' && k !== 'error_description'), [], 'no other fields (no stack)')
 }

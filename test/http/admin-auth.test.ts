@@ -6,21 +6,14 @@ import { SignJWT, generateKeyPair } from 'jose'
 import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/log.js'
 import { startServer, type RunningServer } from '../../src/server.js'
-import { TestClock, backend, basic, decodeJwt, isolatedDatabase, startTestServer, type HttpResult } from '../helpers/server.js'
+import { TestClock, backend, basic, decodeJwt, isolatedDatabase, startTestServer, type HttpResult, assertOAuthError } from '../helpers/server.js'
 
 const clock = new TestClock()
 const srv = await startTestServer(t, {}, { clock })
 
-function assertError(t: Test, r: HttpResult, status: number, error: string) {
-  t.equal(r.status, status, `status ${status}`)
-  t.equal(r.body?.error, error, `error ${error}`)
-  t.equal(r.headers.get('cache-control'), 'no-store')
-  t.match(r.headers.get('content-type'), /application\/json/)
-  t.same(Object.keys(r.body).filter((k) => k !== 'error' && k !== 'error_description'), [], 'no other fields (no stack)')
-}
 
 function assertUnauthorized(t: Test, r: HttpResult) {
-  assertError(t, r, 401, 'invalid_token')
+  assertOAuthError(t, r, 401, 'invalid_token')
   t.match(r.headers.get('www-authenticate'), /^Bearer /, 'RFC 6750 §3 challenge')
 }
 
@@ -141,12 +134,12 @@ t.test('a token without the admin scope is 403 insufficient_scope', async (t) =>
       ['POST', '/admin/keys/rotate'],
     ] as const) {
       const r = await srv.admin(method, path, method === 'POST' ? { name: 'x' } : undefined, token)
-      assertError(t, r, 403, 'insufficient_scope')
+      assertOAuthError(t, r, 403, 'insufficient_scope')
       t.match(r.headers.get('www-authenticate'), /^Bearer .*error="insufficient_scope"/)
     }
   }
   t.equal((await srv.admin('GET', `/admin/clients/${adminClient.id}`)).status, 200, 'nothing was deleted')
-  assertError(t, await adminGet('/metrics', `Bearer ${reader}`), 403, 'insufficient_scope')
+  assertOAuthError(t, await adminGet('/metrics', `Bearer ${reader}`), 403, 'insufficient_scope')
 })
 
 t.test('/metrics: Prometheus text for scope metrics or admin', async (t) => {
@@ -166,9 +159,9 @@ t.test('the admin listener serves the metadata without a token; the public one h
   t.equal(r.body.token_endpoint, `${srv.issuer}/token`)
   t.equal((await adminGet('/.well-known/oauth-authorization-server?x=1', undefined)).status, 200)
   const token = await srv.adminToken()
-  assertError(t, await adminGet('/admin/clients', `Bearer ${token}`, srv.url), 404, 'not_found')
-  assertError(t, await adminGet('/metrics', `Bearer ${token}`, srv.url), 404, 'not_found')
-  assertError(t, await adminGet('/admin/no-such-route', `Bearer ${token}`), 404, 'not_found')
+  assertOAuthError(t, await adminGet('/admin/clients', `Bearer ${token}`, srv.url), 404, 'not_found')
+  assertOAuthError(t, await adminGet('/metrics', `Bearer ${token}`, srv.url), 404, 'not_found')
+  assertOAuthError(t, await adminGet('/admin/no-such-route', `Bearer ${token}`), 404, 'not_found')
 })
 
 t.test('ensureAdminClient restores the secret, grant and scope, keeping the rest', async (t) => {
@@ -177,7 +170,7 @@ t.test('ensureAdminClient restores the secret, grant and scope, keeping the rest
   const after = (await srv.admin('GET', `/admin/clients/${c.id}`)).body
   t.same(after.grant_types, ['password', 'client_credentials'])
   t.same(after.scopes, ['read', 'admin'])
-  assertError(t, await srv.post('/token', { grant_type: 'client_credentials' }, c.auth), 401, 'invalid_client')
+  assertOAuthError(t, await srv.post('/token', { grant_type: 'client_credentials' }, c.auth), 401, 'invalid_client')
   t.equal((await tokenFor([c.id, 'a-secret-of-the-operators-choosing'], 'admin')).split('.').length, 3)
   clock.advance(1)
   await srv.tessera.clients.ensureAdminClient(c.id, 'a-secret-of-the-operators-choosing')

@@ -1,16 +1,9 @@
-import t, { type Test } from 'tap'
-import { TestClock, startTestServer, type HttpResult } from '../helpers/server.js'
+import t from 'tap'
+import { TestClock, startTestServer, type HttpResult, assertOAuthError } from '../helpers/server.js'
 
 const clock = new TestClock()
 const srv = await startTestServer(t, {}, { clock })
 
-function assertError(t: Test, r: HttpResult, status: number, error: string) {
-  t.equal(r.status, status, `status ${status}`)
-  t.equal(r.body?.error, error, `error ${error}`)
-  t.equal(r.headers.get('cache-control'), 'no-store')
-  t.match(r.headers.get('content-type'), /application\/json/)
-  t.same(Object.keys(r.body).filter((k) => k !== 'error' && k !== 'error_description'), [], 'no other fields (no stack)')
-}
 
 /** An admin request with a body sent exactly as given. */
 async function raw(method: string, path: string, body: string | undefined, contentType?: string): Promise<HttpResult> {
@@ -106,9 +99,9 @@ t.test('list pages with limit and after', async (t) => {
   }
   t.same(seen, everything, 'the pages walk every client once, in order')
   for (const bad of ['0', '-1', '1.5', 'x', '1001']) {
-    assertError(t, await srv.admin('GET', `/admin/clients?limit=${bad}`), 400, 'invalid_request')
+    assertOAuthError(t, await srv.admin('GET', `/admin/clients?limit=${bad}`), 400, 'invalid_request')
   }
-  assertError(t, await srv.admin('GET', '/admin/clients?limit=1&limit=2'), 400, 'invalid_request')
+  assertOAuthError(t, await srv.admin('GET', '/admin/clients?limit=1&limit=2'), 400, 'invalid_request')
 })
 
 t.test('PATCH changes the fields given and only those', async (t) => {
@@ -150,18 +143,18 @@ t.test('DELETE: 204, then 404, and the secret stops working', async (t) => {
   const del = await srv.admin('DELETE', `/admin/clients/${c.id}`)
   t.equal(del.status, 204)
   t.equal(del.text, '')
-  assertError(t, await srv.admin('GET', `/admin/clients/${c.id}`), 404, 'not_found')
-  assertError(t, await srv.admin('DELETE', `/admin/clients/${c.id}`), 404, 'not_found')
+  assertOAuthError(t, await srv.admin('GET', `/admin/clients/${c.id}`), 404, 'not_found')
+  assertOAuthError(t, await srv.admin('DELETE', `/admin/clients/${c.id}`), 404, 'not_found')
   t.notOk((await allClients()).some((x) => x.client_id === c.id))
-  assertError(t, await clientCredentials(c.auth), 401, 'invalid_client')
+  assertOAuthError(t, await clientCredentials(c.auth), 401, 'invalid_client')
 })
 
 t.test('an unknown client id is 404 not_found everywhere', async (t) => {
   for (const id of ['no-such-client', '00000000-0000-4000-8000-000000000000', '%E2%9C%93', 'x'.repeat(100)]) {
-    assertError(t, await srv.admin('GET', `/admin/clients/${id}`), 404, 'not_found')
-    assertError(t, await srv.admin('PATCH', `/admin/clients/${id}`, { name: 'x' }), 404, 'not_found')
-    assertError(t, await srv.admin('DELETE', `/admin/clients/${id}`), 404, 'not_found')
-    assertError(t, await srv.admin('POST', `/admin/clients/${id}/secret`, {}), 404, 'not_found')
+    assertOAuthError(t, await srv.admin('GET', `/admin/clients/${id}`), 404, 'not_found')
+    assertOAuthError(t, await srv.admin('PATCH', `/admin/clients/${id}`, { name: 'x' }), 404, 'not_found')
+    assertOAuthError(t, await srv.admin('DELETE', `/admin/clients/${id}`), 404, 'not_found')
+    assertOAuthError(t, await srv.admin('POST', `/admin/clients/${id}/secret`, {}), 404, 'not_found')
   }
 })
 
@@ -186,7 +179,7 @@ t.test('rotating the secret without grace stops the old one at once', async (t) 
     t.same(Object.keys(r.body), ['client_secret'])
     t.match(r.body.client_secret, /^[A-Za-z0-9_-]{43}$/)
     t.not(r.body.client_secret, c.secret)
-    assertError(t, await clientCredentials(c.auth), 401, 'invalid_client')
+    assertOAuthError(t, await clientCredentials(c.auth), 401, 'invalid_client')
     t.equal((await clientCredentials([c.id, r.body.client_secret])).status, 200)
   }
 })
@@ -201,13 +194,13 @@ t.test('rotating with grace keeps the old secret working until the grace ends', 
   clock.advance(30)
   t.equal((await clientCredentials(c.auth)).status, 200, 'still within the grace period')
   clock.advance(31)
-  assertError(t, await clientCredentials(c.auth), 401, 'invalid_client')
+  assertOAuthError(t, await clientCredentials(c.auth), 401, 'invalid_client')
   t.equal((await clientCredentials(fresh)).status, 200, 'the new secret outlives the grace period')
 
   // A second rotation replaces the grace secret: only the latest two secrets ever live.
   const second = await srv.admin('POST', `/admin/clients/${c.id}/secret`, { grace_seconds: 60 })
   const third = await srv.admin('POST', `/admin/clients/${c.id}/secret`, { grace_seconds: 60 })
-  assertError(t, await clientCredentials(fresh), 401, 'invalid_client')
+  assertOAuthError(t, await clientCredentials(fresh), 401, 'invalid_client')
   t.equal((await clientCredentials([c.id, second.body.client_secret])).status, 200)
   t.equal((await clientCredentials([c.id, third.body.client_secret])).status, 200)
 })
@@ -245,7 +238,7 @@ t.test('bad bodies are 400 invalid_request and write nothing', async (t) => {
   for (const [label, body] of bad) {
     const r = await srv.admin('POST', '/admin/clients', body)
     t.test(label, async (t) => {
-      assertError(t, r, 400, 'invalid_request')
+      assertOAuthError(t, r, 400, 'invalid_request')
       t.type(r.body.error_description, 'string')
     })
   }
@@ -257,7 +250,7 @@ t.test('bad bodies are 400 invalid_request and write nothing', async (t) => {
     ['text', await raw('POST', '/admin/clients', JSON.stringify(valid), 'text/plain')],
     ['prototype pollution', await raw('POST', '/admin/clients', '{"__proto__":{"x":1},"name":"n"}', 'application/json')],
   ] as const) {
-    t.test(label, async (t) => assertError(t, r, 400, 'invalid_request'))
+    t.test(label, async (t) => assertOAuthError(t, r, 400, 'invalid_request'))
   }
   t.same(await allClients(), before, 'nothing was written')
 })
@@ -278,14 +271,14 @@ t.test('bad PATCH and rotation bodies are 400 and change nothing', async (t) => 
     null,
   ]
   for (const body of patches) {
-    assertError(t, await srv.admin('PATCH', `/admin/clients/${c.id}`, body), 400, 'invalid_request')
+    assertOAuthError(t, await srv.admin('PATCH', `/admin/clients/${c.id}`, body), 400, 'invalid_request')
   }
-  assertError(t, await raw('PATCH', `/admin/clients/${c.id}`, 'nope', 'application/json'), 400, 'invalid_request')
+  assertOAuthError(t, await raw('PATCH', `/admin/clients/${c.id}`, 'nope', 'application/json'), 400, 'invalid_request')
   t.same((await srv.admin('GET', `/admin/clients/${c.id}`)).body, before, 'unchanged')
 
   for (const body of [{ grace_seconds: -1 }, { grace_seconds: 1.5 }, { grace_seconds: '60' }, { grace: 60 }, [], 'x']) {
-    assertError(t, await srv.admin('POST', `/admin/clients/${c.id}/secret`, body), 400, 'invalid_request')
+    assertOAuthError(t, await srv.admin('POST', `/admin/clients/${c.id}/secret`, body), 400, 'invalid_request')
   }
-  assertError(t, await raw('POST', `/admin/clients/${c.id}/secret`, '{', 'application/json'), 400, 'invalid_request')
+  assertOAuthError(t, await raw('POST', `/admin/clients/${c.id}/secret`, '{', 'application/json'), 400, 'invalid_request')
   t.equal((await clientCredentials(c.auth)).status, 200, 'the secret was not rotated')
 })

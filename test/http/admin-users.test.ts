@@ -1,18 +1,11 @@
-import t, { type Test } from 'tap'
-import { startTestServer, type HttpResult } from '../helpers/server.js'
+import t from 'tap'
+import { startTestServer, assertOAuthError } from '../helpers/server.js'
 
 const srv = await startTestServer(t)
 const app = await srv.createClient()
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-function assertError(t: Test, r: HttpResult, status: number, error: string) {
-  t.equal(r.status, status, `status ${status}`)
-  t.equal(r.body?.error, error, `error ${error}`)
-  t.equal(r.headers.get('cache-control'), 'no-store')
-  t.match(r.headers.get('content-type'), /application\/json/)
-  t.same(Object.keys(r.body).filter((k) => k !== 'error' && k !== 'error_description'), [], 'no other fields (no stack)')
-}
 
 const passwordGrant = (username: string, password: string, extra: Record<string, string> = {}) =>
   srv.post('/token', { grant_type: 'password', username, password, ...extra }, app.auth)
@@ -43,11 +36,11 @@ t.test('a duplicate username, in any case, is 409 conflict and writes nothing', 
   await srv.createUser('Erin', 'erin pw')
   const before = await allUsers()
   for (const username of ['Erin', 'erin', 'ERIN', 'eRiN']) {
-    assertError(t, await srv.admin('POST', '/admin/users', { username, password: 'other pw' }), 409, 'conflict')
+    assertOAuthError(t, await srv.admin('POST', '/admin/users', { username, password: 'other pw' }), 409, 'conflict')
   }
   // Compared after Unicode NFC normalisation: é precomposed and as e + combining accent are one name.
   await srv.createUser('Ren\u00e9', 'rene pw')
-  assertError(t, await srv.admin('POST', '/admin/users', { username: 'RENE\u0301', password: 'x' }), 409, 'conflict')
+  assertOAuthError(t, await srv.admin('POST', '/admin/users', { username: 'RENE\u0301', password: 'x' }), 409, 'conflict')
   const after = await allUsers()
   t.equal(after.length, before.length + 1)
   t.equal((await passwordGrant('erin', 'erin pw')).status, 200, 'the original password still works')
@@ -66,7 +59,7 @@ t.test('list: ?username= matches case-insensitively', async (t) => {
     t.notMatch(r.text, /password|hash/i)
   }
   t.same((await srv.admin('GET', '/admin/users?username=nobody')).body, { users: [] })
-  assertError(t, await srv.admin('GET', '/admin/users?username=a&username=b'), 400, 'invalid_request')
+  assertOAuthError(t, await srv.admin('GET', '/admin/users?username=a&username=b'), 400, 'invalid_request')
 })
 
 t.test('list: ?limit= and ?after= walk every user once', async (t) => {
@@ -90,7 +83,7 @@ t.test('list: ?limit= and ?after= walk every user once', async (t) => {
   const afterLast = await srv.admin('GET', `/admin/users?after=${everything.at(-1)}`)
   t.same(afterLast.body, { users: [] })
   for (const q of ['limit=0', 'limit=-1', 'limit=abc', 'limit=2.5', 'limit=100000', 'after=not-a-uuid', 'after=1&after=2']) {
-    assertError(t, await srv.admin('GET', `/admin/users?${q}`), 400, 'invalid_request')
+    assertOAuthError(t, await srv.admin('GET', `/admin/users?${q}`), 400, 'invalid_request')
   }
 })
 
@@ -103,10 +96,10 @@ t.test('read one; a non-UUID or unknown id is 404', async (t) => {
   t.equal((await srv.admin('GET', `/admin/users/${id.toUpperCase()}`)).body.id, id, 'UUIDs in any case')
   for (const bad of ['not-a-uuid', '123', '00000000-0000-4000-8000-000000000000', `${id}x`, "1' or '1'='1"]) {
     const path = `/admin/users/${encodeURIComponent(bad)}`
-    assertError(t, await srv.admin('GET', path), 404, 'not_found')
-    assertError(t, await srv.admin('PATCH', path, { disabled: true }), 404, 'not_found')
-    assertError(t, await srv.admin('DELETE', path), 404, 'not_found')
-    assertError(t, await srv.admin('POST', `${path}/password`, { password: 'x' }), 404, 'not_found')
+    assertOAuthError(t, await srv.admin('GET', path), 404, 'not_found')
+    assertOAuthError(t, await srv.admin('PATCH', path, { disabled: true }), 404, 'not_found')
+    assertOAuthError(t, await srv.admin('DELETE', path), 404, 'not_found')
+    assertOAuthError(t, await srv.admin('POST', `${path}/password`, { password: 'x' }), 404, 'not_found')
   }
 })
 
@@ -131,8 +124,8 @@ t.test('a disabled user cannot get tokens or refresh; enabling restores it', asy
   t.equal(r.status, 200)
   t.equal(r.body.disabled, true)
   t.equal(r.body.username, 'Ivan', 'untouched')
-  assertError(t, await passwordGrant('ivan', 'ivan pw'), 400, 'invalid_grant')
-  assertError(t, await refresh(issued.body.refresh_token), 400, 'invalid_grant')
+  assertOAuthError(t, await passwordGrant('ivan', 'ivan pw'), 400, 'invalid_grant')
+  assertOAuthError(t, await refresh(issued.body.refresh_token), 400, 'invalid_grant')
   t.same(await introspect(issued.body.access_token), { active: false }, 'live tokens stop too')
 
   const enabled = await srv.admin('PATCH', `/admin/users/${id}`, { disabled: false })
@@ -145,7 +138,7 @@ t.test('bad PATCH bodies are 400 and change nothing', async (t) => {
   const id = await srv.createUser('Judy', 'judy pw')
   const before = (await srv.admin('GET', `/admin/users/${id}`)).body
   for (const body of [{}, { disabled: 'yes' }, { disabled: null }, { scopes: 'read' }, { scopes: ['a b'] }, { username: 'judith' }, { password: 'x' }, { id: 'x' }, [], null, 1]) {
-    assertError(t, await srv.admin('PATCH', `/admin/users/${id}`, body), 400, 'invalid_request')
+    assertOAuthError(t, await srv.admin('PATCH', `/admin/users/${id}`, body), 400, 'invalid_request')
   }
   t.same((await srv.admin('GET', `/admin/users/${id}`)).body, before)
 })
@@ -157,16 +150,16 @@ t.test('DELETE: 204, then 404; the user can no longer log in or refresh', async 
   const del = await srv.admin('DELETE', `/admin/users/${id}`)
   t.equal(del.status, 204)
   t.equal(del.text, '')
-  assertError(t, await srv.admin('GET', `/admin/users/${id}`), 404, 'not_found')
-  assertError(t, await srv.admin('DELETE', `/admin/users/${id}`), 404, 'not_found')
+  assertOAuthError(t, await srv.admin('GET', `/admin/users/${id}`), 404, 'not_found')
+  assertOAuthError(t, await srv.admin('DELETE', `/admin/users/${id}`), 404, 'not_found')
   t.same((await srv.admin('GET', '/admin/users?username=mallory')).body, { users: [] })
-  assertError(t, await refresh(issued.body.refresh_token), 400, 'invalid_grant')
-  assertError(t, await passwordGrant('mallory', 'mallory pw'), 400, 'invalid_grant')
+  assertOAuthError(t, await refresh(issued.body.refresh_token), 400, 'invalid_grant')
+  assertOAuthError(t, await passwordGrant('mallory', 'mallory pw'), 400, 'invalid_grant')
   t.same(await introspect(issued.body.access_token), { active: false })
   const again = await srv.admin('POST', '/admin/users', { username: 'mallory', password: 'new pw' })
   t.equal(again.status, 201, 'the name is free again')
   t.not(again.body.id, id)
-  assertError(t, await refresh(issued.body.refresh_token), 400, 'invalid_grant')
+  assertOAuthError(t, await refresh(issued.body.refresh_token), 400, 'invalid_grant')
 })
 
 t.test('POST password: 204; the old password stops, the new one works', async (t) => {
@@ -174,10 +167,10 @@ t.test('POST password: 204; the old password stops, the new one works', async (t
   const r = await srv.admin('POST', `/admin/users/${id}/password`, { password: 'new password' })
   t.equal(r.status, 204)
   t.equal(r.text, '')
-  assertError(t, await passwordGrant('niaj', 'old password'), 400, 'invalid_grant')
+  assertOAuthError(t, await passwordGrant('niaj', 'old password'), 400, 'invalid_grant')
   t.equal((await passwordGrant('niaj', 'new password')).status, 200)
   for (const body of [{}, { password: '' }, { password: 12345678 }, { password: 'x', extra: 1 }, { new_password: 'x' }, null]) {
-    assertError(t, await srv.admin('POST', `/admin/users/${id}/password`, body), 400, 'invalid_request')
+    assertOAuthError(t, await srv.admin('POST', `/admin/users/${id}/password`, body), 400, 'invalid_request')
   }
   t.equal((await passwordGrant('niaj', 'new password')).status, 200, 'unchanged by the bad requests')
 })
@@ -203,7 +196,7 @@ t.test('bad create bodies are 400 invalid_request and write nothing', async (t) 
     null,
   ]
   for (const body of bad) {
-    assertError(t, await srv.admin('POST', '/admin/users', body), 400, 'invalid_request')
+    assertOAuthError(t, await srv.admin('POST', '/admin/users', body), 400, 'invalid_request')
   }
   const res = await fetch(`${srv.adminUrl}/admin/users`, {
     method: 'POST',

@@ -1,17 +1,10 @@
-import t, { type Test } from 'tap'
-import { decodeJwt, startTestServer, type HttpResult } from '../helpers/server.js'
+import t from 'tap'
+import { decodeJwt, startTestServer, type HttpResult, assertOAuthError } from '../helpers/server.js'
 
 // Not normalised anywhere: the issuer is compared as a string (RFC 8414 §3.3, RFC 9068 §4).
 const ISSUER = 'https://Auth.Example.test:8443/tenant'
 const srv = await startTestServer(t, { ISSUER })
 
-function assertError(t: Test, r: HttpResult, status: number, error: string) {
-  t.equal(r.status, status, `status ${status}`)
-  t.equal(r.body?.error, error, `error ${error}`)
-  t.equal(r.headers.get('cache-control'), 'no-store')
-  t.match(r.headers.get('content-type'), /application\/json/)
-  t.same(Object.keys(r.body).filter((k) => k !== 'error' && k !== 'error_description'), [], 'no other fields (no stack)')
-}
 
 async function request(method: string, path: string, body?: string, contentType?: string): Promise<HttpResult> {
   const res = await fetch(`${srv.url}${path}`, {
@@ -79,7 +72,7 @@ t.test('an unknown route is a 404 JSON error', async (t) => {
     ['GET', `/${'a'.repeat(5000)}`],
     ['GET', '/admin/clients'],
   ] as const) {
-    assertError(t, await request(method, path), 404, 'not_found')
+    assertOAuthError(t, await request(method, path), 404, 'not_found')
   }
 })
 

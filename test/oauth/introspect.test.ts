@@ -2,7 +2,7 @@
 // be inactive (each answered exactly {"active":false}), and who may see which token.
 import t, { type Test } from 'tap'
 import { SignJWT, generateKeyPair } from 'jose'
-import { TestClock, decodeJwt, startTestServer, type HttpResult } from '../helpers/server.js'
+import { TestClock, decodeJwt, startTestServer, type HttpResult, assertOAuthError } from '../helpers/server.js'
 
 const API = 'https://api.example'
 const BILLING = 'https://billing.example'
@@ -50,11 +50,6 @@ async function assertActive(t: Test, tok: string, client: Client = app, what = '
   return r.body
 }
 
-function assertOAuthError(t: Test, r: HttpResult, status: number, error: string) {
-  t.equal(r.status, status, `status ${status}`)
-  t.equal(r.body?.error, error, `error ${error}`)
-  assertNoStore(t, r)
-}
 
 const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url')
 

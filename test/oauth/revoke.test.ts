@@ -2,7 +2,7 @@
 // housekeeping.
 import { randomUUID } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { TestClock, decodeJwt, startTestServer, type HttpResult } from '../helpers/server.js'
+import { TestClock, decodeJwt, startTestServer, type HttpResult, assertOAuthError } from '../helpers/server.js'
 import { tokenRepository } from '../../src/tokens/repository.js'
 
 const API = 'https://api.example'
@@ -41,11 +41,6 @@ function assertRevokeOk(t: Test, r: HttpResult, what: string) {
   t.equal(r.headers.get('cache-control'), 'no-store', `${what}: no-store`)
 }
 
-function assertOAuthError(t: Test, r: HttpResult, status: number, error: string) {
-  t.equal(r.status, status, `status ${status}`)
-  t.equal(r.body?.error, error, `error ${error}`)
-  t.equal(r.headers.get('cache-control'), 'no-store')
-}
 
 const denyListRow = (jti: string) =>
   srv.tessera.db.selectFrom('revoked_access_tokens').selectAll().where('jti', '=', jti).executeTakeFirst()

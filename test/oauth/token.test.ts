@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { createLocalJWKSet, jwtVerify } from 'jose'
-import { basic, decodeJwt, startTestServer } from '../helpers/server.js'
+import { assertOAuthError, basic, decodeJwt, startTestServer } from '../helpers/server.js'
 
 const srv = await startTestServer(t)
 const app = await srv.createClient({ audiences: ['https://api.example', 'https://billing.example'] })
@@ -11,12 +11,6 @@ function assertNoStore(t: Test, headers: Headers) {
   t.equal(headers.get('cache-control'), 'no-store')
 }
 
-function assertOAuthError(t: Test, r: { status: number; headers: Headers; body: any }, status: number, error: string) {
-  t.equal(r.status, status, `status ${status}`)
-  t.equal(r.body?.error, error, `error ${error}`)
-  t.equal(r.headers.get('cache-control'), 'no-store')
-  t.match(r.headers.get('content-type'), /application\/json/)
-}
 
 async function verify(token: string) {
   const jwks = await srv.get('/jwks')
