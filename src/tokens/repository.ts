@@ -35,6 +35,24 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 export const asUuid = (v: string | undefined): string | null => (v !== undefined && UUID.test(v) ? v : null)
 
 export const tokenRepository = {
+  /**
+   * Locks the client and the user against "revoke every token" while a grant is made for them,
+   * so that a revocation either sees the new grant or happens after it. False when either has
+   * just been deleted.
+   */
+  async lockGrantOwners(db: Executor, clientId: string, userId: string): Promise<boolean> {
+    const r = await sql`
+      select 1 from clients c, users u where c.client_id = ${clientId} and u.id = ${userId}::uuid for share
+    `.execute(db)
+    return r.rows.length > 0
+  },
+
+  /** Locks the user's row, the other side of lockGrantOwners; false when there is no such user. */
+  async lockUser(db: Executor, userId: string): Promise<boolean> {
+    const r = await sql`select 1 from users where id = ${asUuid(userId)}::uuid for update`.execute(db)
+    return r.rows.length > 0
+  },
+
   async insertGrant(db: Executor, grant: Omit<Grant, 'revokedAt'>, now: Date, expiresAt: Date): Promise<void> {
     await db
       .insertInto('grants')

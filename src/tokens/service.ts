@@ -65,6 +65,9 @@ export class TokenService {
     const accessExpiry = addSeconds(now, accessTtl)
     const grant = { id: randomUUID(), clientId: client.clientId, userId: user.id, scopes, audiences }
     await this.db.transaction().execute(async (trx) => {
+      if (!(await tokenRepository.lockGrantOwners(trx, client.clientId, user.id))) {
+        throw invalidGrant('invalid username or password', 'user or client deleted during login')
+      }
       const until = refresh !== undefined && refreshExpiry > accessExpiry ? refreshExpiry : accessExpiry
       await tokenRepository.insertGrant(trx, grant, now, until)
       if (refresh !== undefined) await tokenRepository.insertRefreshToken(trx, sha256(refresh), grant.id, now, refreshExpiry)
@@ -88,7 +91,12 @@ export class TokenService {
 
   /** Revokes every grant of the user: their refresh tokens and the access tokens issued with them. */
   async revokeAllForUser(userId: string): Promise<void> {
-    await tokenRepository.revokeGrantsOfUser(this.db, userId, this.clock.now())
+    const now = this.clock.now()
+    await this.db.transaction().execute(async (trx) => {
+      // Waits for logins under way, so that their grants are revoked too.
+      await tokenRepository.lockUser(trx, userId)
+      await tokenRepository.revokeGrantsOfUser(trx, userId, now)
+    })
   }
 
   /** Revokes every token issued to the client so far, of any grant. */
