@@ -147,6 +147,11 @@ export class KeyManager {
     return key !== undefined && key.alg === alg ? key.publicKey : undefined
   }
 
+  /** Whether a key with this kid is in /jwks now, as far as this instance knows. */
+  isPublished(kid: string): boolean {
+    return this.live.has(kid)
+  }
+
   jwks(): Jwks {
     return this.jwksCache
   }

@@ -1,4 +1,5 @@
 import { SignJWT, jwtVerify, decodeProtectedHeader, errors as joseErrors } from 'jose'
+import { LRUCache } from 'lru-cache'
 import { v7 as uuidv7 } from 'uuid'
 import { epochSeconds, type Clock } from '../clock.js'
 import type { KeyManager } from '../keys/manager.js'
@@ -43,6 +44,14 @@ export function issuedAtMs(jti: string): number {
 }
 
 export class AccessTokens {
+  /**
+   * Tokens whose signature already checked out. A resource server introspects the same token on
+   * every request it serves, and what a signature proves about a given string never changes, so
+   * the expensive part is done once; expiry and the key's publication are checked on every hit,
+   * revocation by the caller on every call. Bounded, so a flood of tokens cannot grow it.
+   */
+  private readonly verified = new LRUCache<string, VerifiedAccessToken>({ max: 10_000 })
+
   constructor(
     private readonly keys: KeyManager,
     private readonly clock: Clock,
@@ -76,6 +85,20 @@ export class AccessTokens {
    * is the introspection's business.
    */
   async verify(token: string): Promise<VerifiedAccessToken | undefined> {
+    const seen = this.verified.get(token)
+    if (seen !== undefined) {
+      const now = epochSeconds(this.clock.now())
+      const inTime = now < seen.claims.exp && (seen.claims.nbf === undefined || seen.claims.nbf <= now)
+      if (inTime && this.keys.isPublished(seen.kid)) return seen
+      this.verified.delete(token)
+      return undefined
+    }
+    const verified = await this.verifySignature(token)
+    if (verified !== undefined) this.verified.set(token, verified)
+    return verified
+  }
+
+  private async verifySignature(token: string): Promise<VerifiedAccessToken | undefined> {
     let kid: string | undefined
     try {
       const header = decodeProtectedHeader(token)
