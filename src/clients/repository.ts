@@ -32,7 +32,7 @@ export interface ClientSettings {
   refreshTokenTtl: number | null
 }
 
-function toClient(row: Selectable<ClientsTable>): Client {
+export function toClient(row: Selectable<ClientsTable>): Client {
   return {
     clientId: row.client_id,
     name: row.name,

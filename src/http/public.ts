@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { invalidRequest } from '../errors.js'
-import { authenticateClient } from '../oauth/client-auth.js'
+import { authenticateClient, clientCredentials } from '../oauth/client-auth.js'
 import { introspect } from '../oauth/introspection.js'
 import { Params } from '../oauth/params.js'
 import { revoke } from '../oauth/revocation.js'
@@ -32,15 +32,15 @@ export function publicRoutes(app: FastifyInstance, t: Tessera): void {
 
   app.post('/introspect', async (request, reply) => {
     const params = formParams(request)
-    const caller = await authenticateClient(t.clients, request.headers.authorization, params)
-    const answer = await introspect(t.status, caller, params.required('token'), t.issuer())
+    const credentials = clientCredentials(request.headers.authorization, params)
+    const answer = await introspect(t, credentials, params.required('token'), t.issuer())
     t.metrics.introspections.inc({ active: String(answer.active) })
     return noStore(reply).send(answer)
   })
 
   app.post('/revoke', async (request, reply) => {
     const params = formParams(request)
-    const caller = await authenticateClient(t.clients, request.headers.authorization, params)
+    const caller = await authenticateClient(t.clients, clientCredentials(request.headers.authorization, params))
     await revoke(t, caller, params.required('token'))
     t.metrics.revocations.inc()
     return noStore(reply).code(200).send()

@@ -3,7 +3,7 @@ import type { ClientService } from '../clients/service.js'
 import { invalidClient, invalidRequest } from '../errors.js'
 import type { Params } from './params.js'
 
-interface Credentials {
+export interface Credentials {
   clientId: string
   secret: string
 }
@@ -27,15 +27,23 @@ function basicCredentials(authorization: string | undefined): Credentials | unde
   return { clientId, secret }
 }
 
+/** The client that made this request, authenticated (RFC 6749 §2.3). */
+export async function authenticateClient(clients: ClientService, creds: Credentials): Promise<Client> {
+  return requireClient(creds, await clients.authenticate(creds.clientId, creds.secret))
+}
+
+/** The client the credentials named, if they checked out; otherwise invalid_client. */
+export function requireClient(creds: Credentials, client: Client | undefined): Client {
+  if (client === undefined) throw invalidClient(`bad credentials for client ${JSON.stringify(creds.clientId)}`)
+  return client
+}
+
 /**
- * The client that made this request (RFC 6749 §2.3): by client_secret_basic or
+ * The credentials a request presents (RFC 6749 §2.3): by client_secret_basic or
  * client_secret_post, never both (§2.3: "MUST NOT use more than one authentication method").
+ * Not yet checked.
  */
-export async function authenticateClient(
-  clients: ClientService,
-  authorization: string | undefined,
-  params: Params,
-): Promise<Client> {
+export function clientCredentials(authorization: string | undefined, params: Params): Credentials {
   const basic = basicCredentials(authorization)
   const postId = params.get('client_id')
   const postSecret = params.get('client_secret')
@@ -47,7 +55,5 @@ export async function authenticateClient(
   }
   const creds = basic ?? (postId !== undefined && postSecret !== undefined ? { clientId: postId, secret: postSecret } : undefined)
   if (creds === undefined) throw invalidClient('no client credentials')
-  const client = await clients.authenticate(creds.clientId, creds.secret)
-  if (client === undefined) throw invalidClient(`bad credentials for client ${JSON.stringify(creds.clientId)}`)
-  return client
+  return creds
 }

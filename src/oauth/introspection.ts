@@ -1,4 +1,5 @@
-import type { Client } from '../clients/repository.js'
+import type { ClientService } from '../clients/service.js'
+import { authenticateClient, requireClient, type Credentials } from './client-auth.js'
 import type { TokenStatus } from '../tokens/status.js'
 import { epochSeconds } from '../clock.js'
 
@@ -21,9 +22,19 @@ export const looksLikeJwt = (token: string): boolean => COMPACT_JWS.test(token)
  * as an unknown token is, so introspection cannot be used to scan other clients' tokens.
  * token_type_hint is not needed: the two kinds of token cannot be mistaken for each other.
  */
-export async function introspect(status: TokenStatus, caller: Client, token: string, issuer: string): Promise<IntrospectionResponse> {
+export async function introspect(
+  deps: { status: TokenStatus; clients: ClientService },
+  credentials: Credentials,
+  token: string,
+  issuer: string,
+): Promise<IntrospectionResponse> {
   if (looksLikeJwt(token)) {
-    const at = await status.activeAccessToken(token)
+    // The hot path: the caller's record comes with the token's status, in one round trip.
+    const { active: at, caller: loaded } = await deps.status.activeAccessTokenWithCaller(token, credentials.clientId)
+    const caller =
+      loaded === 'unread'
+        ? await authenticateClient(deps.clients, credentials)
+        : requireClient(credentials, deps.clients.checkSecret(loaded, credentials.secret))
     if (at === undefined) return INACTIVE
     const { claims } = at
     const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud]
@@ -45,7 +56,8 @@ export async function introspect(status: TokenStatus, caller: Client, token: str
       token_use: 'access_token',
     }
   }
-  const rt = await status.activeRefreshToken(token)
+  const caller = await authenticateClient(deps.clients, credentials)
+  const rt = await deps.status.activeRefreshToken(token)
   // Refresh tokens are only ever shown to the client that holds them (RFC 6749 §10.4).
   if (rt === undefined || rt.grant.clientId !== caller.clientId) return INACTIVE
   return {

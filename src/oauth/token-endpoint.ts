@@ -1,7 +1,7 @@
 import type { GrantType } from '../clients/repository.js'
 import { OAuthError } from '../errors.js'
 import type { TokenResponse } from '../tokens/service.js'
-import { authenticateClient } from './client-auth.js'
+import { authenticateClient, clientCredentials } from './client-auth.js'
 import { clientCredentialsGrant } from './grants/client-credentials.js'
 import type { GrantHandler, OAuthServices } from './grants/grant.js'
 import { passwordGrant } from './grants/password.js'
@@ -21,7 +21,7 @@ export async function tokenEndpoint(
 ): Promise<TokenResponse> {
   const { params } = request
   const grantType = params.required('grant_type')
-  const client = await authenticateClient(services.clients, request.authorization, params)
+  const client = await authenticateClient(services.clients, clientCredentials(request.authorization, params))
   const grant = GRANTS.get(grantType)
   if (grant === undefined) throw new OAuthError('unsupported_grant_type', `grant_type "${grantType}" is not supported`)
   if (!client.grantTypes.includes(grant.grantType)) {

@@ -1,5 +1,6 @@
 import { sql } from 'kysely'
-import type { Executor, KeyState } from '../db/schema.js'
+import type { Selectable } from 'kysely'
+import type { ClientsTable, Executor, KeyState } from '../db/schema.js'
 
 export interface Grant {
   id: string
@@ -29,6 +30,24 @@ export interface AccessTokenStatus {
   grantExists: boolean
   grantRevokedAt: Date | null
 }
+
+const CLIENT_COLUMNS = [
+  'client_id',
+  'name',
+  'secret_hash',
+  'previous_secret_hash',
+  'previous_secret_expires_at',
+  'grant_types',
+  'scopes',
+  'audiences',
+  'resource_identifiers',
+  'access_token_ttl',
+  'refresh_token_ttl',
+  'tokens_revoked_at',
+  'created_at',
+  'updated_at',
+] as const satisfies readonly (keyof ClientsTable)[]
+const CALLER_COLUMNS = CLIENT_COLUMNS.map((c) => `caller.${c} as "caller.${c}"`).join(', ')
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 /** A value a uuid column can be compared with: anything else can match no row. */
@@ -161,39 +180,57 @@ export const tokenRepository = {
   },
 
   /**
-   * Everything revocation depends on, in one round trip. A token of no grant (client_credentials)
-   * has no user or grant to look at, and skips those joins: introspection is the hot path.
+   * Everything revocation depends on, in one round trip; with `callerId`, the calling client's
+   * row too (undefined when there is none), so that introspection authenticates its caller in
+   * the same trip. A token of no grant (client_credentials) has no user or grant to look at and
+   * skips those joins: introspection is the hot path.
    */
   async accessTokenStatus(
     db: Executor,
-    t: { jti: string; kid: string; clientId: string; userId: string | undefined; grantId: string | undefined },
-  ): Promise<AccessTokenStatus> {
+    t: {
+      jti: string
+      kid: string
+      clientId: string
+      userId: string | undefined
+      grantId: string | undefined
+      callerId?: string | undefined
+    },
+  ): Promise<AccessTokenStatus & { caller?: Selectable<ClientsTable> | undefined }> {
     const common = sql`
         exists (select 1 from revoked_access_tokens where jti = ${t.jti}) as "denied",
         (select state from signing_keys where kid = ${t.kid}) as "keyState",
         c.client_id is not null as "clientExists",
         c.tokens_revoked_at as "clientRevokedAt"`
+    const withCaller = t.callerId !== undefined
+    const callerColumns = withCaller ? sql`, ${sql.raw(CALLER_COLUMNS)}` : sql``
+    const callerJoin = withCaller ? sql`left join clients caller on caller.client_id = ${t.callerId}` : sql``
     const query =
       t.userId === undefined && t.grantId === undefined
-        ? sql<AccessTokenStatus>`
+        ? sql<Record<string, unknown>>`
       select ${common},
         false as "userExists", false as "userDisabled", null as "username",
-        false as "grantExists", null as "grantRevokedAt"
+        false as "grantExists", null as "grantRevokedAt" ${callerColumns}
       from (select 1) as one
-      left join clients c on c.client_id = ${t.clientId}`
-        : sql<AccessTokenStatus>`
+      left join clients c on c.client_id = ${t.clientId}
+      ${callerJoin}`
+        : sql<Record<string, unknown>>`
       select ${common},
         u.id is not null as "userExists",
         coalesce(u.disabled, false) as "userDisabled",
         u.username as "username",
         g.id is not null as "grantExists",
-        g.revoked_at as "grantRevokedAt"
+        g.revoked_at as "grantRevokedAt" ${callerColumns}
       from (select 1) as one
       left join clients c on c.client_id = ${t.clientId}
       left join users u on u.id = ${asUuid(t.userId)}::uuid
-      left join grants g on g.id = ${asUuid(t.grantId)}::uuid`
-    const r = await query.execute(db)
-    return r.rows[0]!
+      left join grants g on g.id = ${asUuid(t.grantId)}::uuid
+      ${callerJoin}`
+    const row = (await query.execute(db)).rows[0]!
+    const status = row as unknown as AccessTokenStatus
+    if (!withCaller) return status
+    const caller: Record<string, unknown> = {}
+    for (const column of CLIENT_COLUMNS) caller[column] = row[`caller.${column}`]
+    return { ...status, caller: caller['client_id'] == null ? undefined : (caller as unknown as Selectable<ClientsTable>) }
   },
 
   /** Deletes what can no longer matter: expired deny-list entries, grants and refresh tokens. */

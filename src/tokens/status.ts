@@ -4,7 +4,8 @@ import type { Clock } from '../clock.js'
 import type { AccessTokens, AccessTokenClaims } from './access-tokens.js'
 import { issuedAtMs } from './access-tokens.js'
 import { sha256 } from '../secrets.js'
-import { tokenRepository, type Grant } from './repository.js'
+import { tokenRepository, type AccessTokenStatus, type Grant } from './repository.js'
+import { toClient, type Client } from '../clients/repository.js'
 
 export interface ActiveAccessToken {
   kind: 'access_token'
@@ -39,8 +40,24 @@ export class TokenStatus {
 
   /** The access token's claims if it is ours, unexpired and not revoked in any way; else undefined. */
   async activeAccessToken(token: string): Promise<ActiveAccessToken | undefined> {
+    return (await this.check(token, undefined)).active
+  }
+
+  /**
+   * activeAccessToken, and the calling client's record read in the same round trip, for
+   * introspection to authenticate its caller with. `caller` is 'unread' when the token did not
+   * verify and so no query was made.
+   */
+  activeAccessTokenWithCaller(token: string, callerId: string) {
+    return this.check(token, callerId)
+  }
+
+  private async check(
+    token: string,
+    callerId: string | undefined,
+  ): Promise<{ active: ActiveAccessToken | undefined; caller: Client | undefined | 'unread' }> {
     const verified = await this.accessTokens.verify(token)
-    if (verified === undefined) return undefined
+    if (verified === undefined) return { active: undefined, caller: 'unread' }
     const { claims, kid } = verified
     // client_credentials tokens have the client as subject and belong to no grant.
     const userId = claims.sid !== undefined ? claims.sub : undefined
@@ -50,15 +67,10 @@ export class TokenStatus {
       clientId: claims.client_id,
       userId,
       grantId: claims.sid,
+      callerId,
     })
-    if (s.denied || !s.clientExists) return undefined
-    if (s.keyState === null || s.keyState === 'removed') return undefined
-    if (s.clientRevokedAt !== null && !(issuedAtMs(claims.jti) > s.clientRevokedAt.getTime())) return undefined
-    if (claims.sid !== undefined) {
-      if (!s.grantExists || s.grantRevokedAt !== null) return undefined
-      if (!s.userExists || s.userDisabled) return undefined
-    }
-    return { kind: 'access_token', claims, username: s.username ?? undefined }
+    const caller = s.caller === undefined ? undefined : toClient(s.caller)
+    return { active: isActive(claims, s) ? { kind: 'access_token', claims, username: s.username ?? undefined } : undefined, caller }
   }
 
   /** The refresh token's grant if it can still be exchanged; else undefined. */
@@ -77,4 +89,15 @@ export class TokenStatus {
     if (!s.clientExists || !s.userExists || s.userDisabled || s.username === null) return undefined
     return { kind: 'refresh_token', grant: record.grant, username: s.username, issuedAt: record.issuedAt, expiresAt: record.expiresAt }
   }
+}
+
+function isActive(claims: AccessTokenClaims, s: AccessTokenStatus): boolean {
+  if (s.denied || !s.clientExists) return false
+  if (s.keyState === null || s.keyState === 'removed') return false
+  if (s.clientRevokedAt !== null && !(issuedAtMs(claims.jti) > s.clientRevokedAt.getTime())) return false
+  if (claims.sid !== undefined) {
+    if (!s.grantExists || s.grantRevokedAt !== null) return false
+    if (!s.userExists || s.userDisabled) return false
+  }
+  return true
 }

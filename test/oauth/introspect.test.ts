@@ -121,6 +121,11 @@ t.test('the caller must authenticate as a client', async (t) => {
   assertOAuthError(t, await srv.post('/introspect', { token: access_token, client_id: app.id, client_secret: 'wrong' }), 401, 'invalid_client')
   assertOAuthError(t, await srv.post('/introspect', { token: access_token, client_id: app.id }), 401, 'invalid_client')
   assertOAuthError(t, await srv.post('/introspect', { token: access_token, client_secret: app.secret }, app.auth), 400, 'invalid_request')
+  // Whatever the token, and whichever way the caller's record is read, a bad caller is refused.
+  for (const token of ['not.a.jwt', 'opaque-token', access_token.slice(0, -2) + 'xx']) {
+    assertOAuthError(t, await srv.post('/introspect', { token }, [app.id, 'wrong secret']), 401, 'invalid_client')
+    t.same((await srv.post('/introspect', { token }, app.auth)).body, { active: false })
+  }
 })
 
 t.test('bad requests are RFC 6749 §5.2 errors', async (t) => {
