@@ -56,8 +56,9 @@ export const asUuid = (v: string | undefined): string | null => (v !== undefined
 export const tokenRepository = {
   /**
    * Locks the client and the user against "revoke every token" while a grant is made for them,
-   * so that a revocation either sees the new grant or happens after it. False when either has
-   * just been deleted.
+   * so that a revocation either sees the new grant or happens after it. A share lock, because the
+   * key-share lock the grant's foreign keys take does not wait for an update of the client's row.
+   * False when either has just been deleted.
    */
   async lockGrantOwners(db: Executor, clientId: string, userId: string): Promise<boolean> {
     const r = await sql`
