@@ -4,6 +4,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { AdminApi, ApiError, CliError, UsageError, loadCredentials } from './admin-api.js'
 import { fields, list as joinList, printable, table, when } from './format.js'
 import { readPassword } from './prompt.js'
+import type { clientView, userView } from '../http/admin.js'
+import type { KeyInfo } from '../keys/manager.js'
 
 type Options = NonNullable<ParseArgsConfig['options']>
 type Values = Record<string, string | boolean | undefined>
@@ -33,41 +35,11 @@ const GLOBAL_OPTIONS: Options = {
 
 const DEFAULT_ADMIN_URL = 'http://127.0.0.1:8081'
 
-// Views of the admin API's answers (src/http/admin.ts).
-interface ClientView {
-  client_id: string
-  name: string
-  grant_types: string[]
-  scopes: string[]
-  audiences: string[]
-  resource_identifiers: string[]
-  access_token_ttl: number | null
-  refresh_token_ttl: number | null
-  created_at: string
-  updated_at: string
-  client_secret?: string
-}
-
-interface UserView {
-  id: string
-  username: string
-  disabled: boolean
-  scopes: string[] | null
-  created_at: string
-  updated_at: string
-}
-
-interface KeyView {
-  kid: string
-  alg: string
-  state: string
-  created_at: string
-  activate_at: string | null
-  activated_at: string | null
-  retired_at: string | null
-  remove_at: string | null
-  removed_at: string | null
-}
+// The admin API's answers, as src/http/admin.ts writes them (types only: nothing of the server
+// is loaded).
+type ClientView = ReturnType<typeof clientView> & { client_secret?: string }
+type UserView = ReturnType<typeof userView>
+type KeyView = KeyInfo
 
 // Flags
 
