@@ -12,8 +12,6 @@ export type ErrorCode =
   | 'invalid_scope'
   // RFC 8707 §2
   | 'invalid_target'
-  // RFC 7009 §2.2.1
-  | 'unsupported_token_type'
   // RFC 6750 §3.1, for the admin API's bearer tokens
   | 'invalid_token'
   | 'insufficient_scope'
@@ -21,7 +19,6 @@ export type ErrorCode =
   | 'not_found'
   | 'conflict'
   | 'server_error'
-  | 'temporarily_unavailable'
 
 const STATUS: Record<ErrorCode, number> = {
   invalid_request: 400,
@@ -31,13 +28,11 @@ const STATUS: Record<ErrorCode, number> = {
   unsupported_grant_type: 400,
   invalid_scope: 400,
   invalid_target: 400,
-  unsupported_token_type: 400,
   invalid_token: 401,
   insufficient_scope: 403,
   not_found: 404,
   conflict: 409,
   server_error: 500,
-  temporarily_unavailable: 503,
 }
 
 export class OAuthError extends Error {

@@ -22,8 +22,6 @@ export interface ActiveRefreshToken {
   expiresAt: Date
 }
 
-export type ActiveToken = ActiveAccessToken | ActiveRefreshToken
-
 /**
  * Whether a token is live right now, asked of the database every time: revocation on any instance
  * is seen at once, because nothing here is cached but the public keys (whose removal is also
