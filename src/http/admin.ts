@@ -276,9 +276,7 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   })
 
   app.post<{ Params: { id: string } }>('/admin/users/:id/revoke-tokens', async (request, reply) => {
-    const user = await t.users.find(request.params.id)
-    if (user === undefined) throw notFound('user')
-    await t.tokens.revokeAllForUser(user.id)
+    if (!(await t.tokens.revokeAllForUser(request.params.id))) throw notFound('user')
     return reply.code(204).send()
   })
 

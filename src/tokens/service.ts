@@ -89,13 +89,17 @@ export class TokenService {
     }
   }
 
-  /** Revokes every grant of the user: their refresh tokens and the access tokens issued with them. */
-  async revokeAllForUser(userId: string): Promise<void> {
+  /**
+   * Revokes every grant of the user: their refresh tokens and the access tokens issued with them.
+   * False when there is no such user.
+   */
+  async revokeAllForUser(userId: string): Promise<boolean> {
     const now = this.clock.now()
-    await this.db.transaction().execute(async (trx) => {
+    return this.db.transaction().execute(async (trx) => {
       // Waits for logins under way, so that their grants are revoked too.
-      await tokenRepository.lockUser(trx, userId)
+      if (!(await tokenRepository.lockUser(trx, userId))) return false
       await tokenRepository.revokeGrantsOfUser(trx, userId, now)
+      return true
     })
   }
 
