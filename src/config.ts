@@ -11,6 +11,12 @@ export interface Config {
   /** `iss` of every token; undefined until the public port is known when PORT=0. */
   issuer: string | undefined
   databaseUrl: string | undefined
+  /** A direct (session) connection for change notifications; defaults to databaseUrl. */
+  databaseListenUrl: string | undefined
+  /** Bounds the wait for a pooled connection and every statement, in milliseconds. */
+  databaseTimeoutMs: number
+  /** Whether to answer the hot paths from the in-memory view (src/view/) while it is fresh. */
+  serveFromMemory: boolean
   dataDir: string
   /** 32 bytes; undefined in embedded mode means "generate or load from DATA_DIR". */
   keyEncryptionKey: Buffer | undefined
@@ -53,6 +59,14 @@ function int(env: Env, name: string, fallback: number, min: number, max = Number
   return n
 }
 
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = str(env, name)
+  if (raw === undefined) return fallback
+  if (raw === 'true' || raw === '1') return true
+  if (raw === 'false' || raw === '0') return false
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`)
+}
+
 export function parseKeyEncryptionKey(raw: string, name = 'KEY_ENCRYPTION_KEY'): Buffer {
   const key = Buffer.from(raw, 'base64')
   if (key.length !== 32 || !/^[A-Za-z0-9+/_-]+={0,2}$/.test(raw)) {
@@ -93,6 +107,9 @@ export function loadConfig(env: Env = process.env): Config {
     adminPort: int(env, 'ADMIN_PORT', 8081, 0, 65535),
     issuer,
     databaseUrl,
+    databaseListenUrl: str(env, 'DATABASE_LISTEN_URL') ?? databaseUrl,
+    databaseTimeoutMs: int(env, 'DATABASE_TIMEOUT_MS', 5000, 100, 600_000),
+    serveFromMemory: bool(env, 'SERVE_FROM_MEMORY', true),
     dataDir: str(env, 'DATA_DIR') ?? './data',
     keyEncryptionKey,
     bootstrapAdmin:

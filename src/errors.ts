@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'unauthorized_client'
   | 'unsupported_grant_type'
   | 'invalid_scope'
+  // RFC 6749 §4.1.2.1, used as §5.2 JSON with 503 by most servers: the database is out of reach
+  | 'temporarily_unavailable'
   // RFC 8707 §2
   | 'invalid_target'
   // RFC 6750 §3.1, for the admin API's bearer tokens
@@ -27,6 +29,7 @@ const STATUS: Record<ErrorCode, number> = {
   unauthorized_client: 400,
   unsupported_grant_type: 400,
   invalid_scope: 400,
+  temporarily_unavailable: 503,
   invalid_target: 400,
   invalid_token: 401,
   insufficient_scope: 403,
@@ -60,3 +63,5 @@ export const invalidGrant = (description: string, detail?: string) =>
 export const invalidScope = (description: string) => new OAuthError('invalid_scope', description)
 export const invalidTarget = (description: string) => new OAuthError('invalid_target', description)
 export const notFound = (what: string) => new OAuthError('not_found', `${what} not found`)
+export const temporarilyUnavailable = (detail?: string) =>
+  new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable; try again shortly', detail)

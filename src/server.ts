@@ -46,7 +46,13 @@ function embeddedKeyEncryptionKey(dataDir: string): Buffer {
 export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger(config.logLevel)
   const clock = opts.clock ?? systemClock
-  const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log })
+  const database = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    listenUrl: config.databaseListenUrl,
+    dataDir: config.dataDir,
+    timeoutMs: config.databaseTimeoutMs,
+    log,
+  })
   const closers: Array<() => Promise<void> | void> = [() => database.close()]
   const close = async () => {
     for (const c of closers.reverse()) await c()
@@ -58,7 +64,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     let issuer = config.issuer
     const tessera = createTessera({
       config,
-      db: database.db,
+      database,
       clock,
       log,
       keyEncryptionKey: kek,

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { ClientService } from './clients/service.js'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
+import type { DatabaseHandle } from './db/connect.js'
 import type { Database } from './db/schema.js'
 import { KeyManager } from './keys/manager.js'
 import { Metrics } from './metrics.js'
@@ -14,6 +15,9 @@ import { TokenStatus } from './tokens/status.js'
 import { prepareDummyHash } from './users/passwords.js'
 import { UserService } from './users/service.js'
 import { LoginThrottle } from './users/throttle.js'
+import { changeRepository, type ChangeWriter } from './view/changes.js'
+import { ChangeFeed } from './view/feed.js'
+import { MemoryView } from './view/view.js'
 
 /** Every service of one server instance, wired once; the HTTP layer only calls into these. */
 export interface Tessera extends OAuthServices {
@@ -25,28 +29,38 @@ export interface Tessera extends OAuthServices {
   accessTokens: AccessTokens
   status: TokenStatus
   metrics: Metrics
+  view: MemoryView
+  feed: ChangeFeed
   /** Starts the key schedule and housekeeping. */
   start(): Promise<void>
   /** Stops the schedules, waiting for a key tick under way so the database can close after. */
   stop(): Promise<void>
 }
 
-// Expired deny-list entries, grants, refresh tokens and old login failures are deleted this
-// often. Idempotent, so every instance may do it.
+// Expired deny-list entries, grants, refresh tokens, old login failures and old changes are
+// deleted this often. Idempotent, so every instance may do it.
 const HOUSEKEEPING_INTERVAL_MS = 60_000
+// Changes are kept this long for instances that missed their notifications; one further behind
+// reloads its whole view.
+const CHANGE_RETENTION_SECONDS = 3600
 
 export function createTessera(opts: {
   config: Config
-  db: Kysely<Database>
+  database: Pick<DatabaseHandle, 'db' | 'openFeedConnection'>
   clock: Clock
   log: Logger
   keyEncryptionKey: Buffer
   /** The issuer; a function because with PORT=0 it is known only once the server listens. */
   issuer: () => string
 }): Tessera {
-  const { config, db, clock, log } = opts
-  const clients = new ClientService(db, clock)
-  const users = new UserService(db, clock)
+  const { config, clock, log } = opts
+  const { db } = opts.database
+  const view = new MemoryView()
+  // The feed needs the key manager (to reload keys) and the key manager writes through the feed.
+  let feed: ChangeFeed | undefined
+  const changes: ChangeWriter = { write: (work) => feed!.write(work) }
+  const clients = new ClientService(db, clock, view, changes)
+  const users = new UserService(db, clock, changes)
   const keys = new KeyManager(
     db,
     clock,
@@ -59,13 +73,18 @@ export function createTessera(opts: {
       maxAccessTokenTtl: () => clients.maxAccessTokenTtl(config.accessTokenTtl),
     },
     log.child({ component: 'keys' }),
+    changes,
   )
+  feed = new ChangeFeed(opts.database, db, view, keys, clock, { serveFromMemory: config.serveFromMemory }, log.child({ component: 'feed' }))
   const accessTokens = new AccessTokens(keys, clock, opts.issuer)
-  const tokens = new TokenService(db, clock, accessTokens, {
-    accessTokenTtl: config.accessTokenTtl,
-    refreshTokenTtl: config.refreshTokenTtl,
-  })
-  const status = new TokenStatus(db, clock, accessTokens)
+  const tokens = new TokenService(
+    db,
+    clock,
+    accessTokens,
+    { accessTokenTtl: config.accessTokenTtl, refreshTokenTtl: config.refreshTokenTtl },
+    changes,
+  )
+  const status = new TokenStatus(db, clock, accessTokens, keys, view)
   const loginThrottle = new LoginThrottle(db, clock, {
     freeFailures: config.loginFreeFailures,
     maxDelay: config.loginMaxDelay,
@@ -84,19 +103,26 @@ export function createTessera(opts: {
     accessTokens,
     status,
     metrics: new Metrics(),
+    view,
+    feed,
     issuer: opts.issuer,
     async start() {
       await Promise.all([keys.start(), prepareDummyHash()])
+      await feed!.start()
       housekeeping = setInterval(() => {
         const now = clock.now()
-        Promise.all([tokenRepository.purgeExpired(db, now), LoginThrottle.purge(db, now)]).catch((err: unknown) =>
-          log.warn({ err }, 'housekeeping failed'),
-        )
+        view.prune(now.getTime())
+        Promise.all([
+          tokenRepository.purgeExpired(db, now),
+          LoginThrottle.purge(db, now),
+          changeRepository.purge(db, CHANGE_RETENTION_SECONDS),
+        ]).catch((err: unknown) => log.warn({ err }, 'housekeeping failed'))
       }, HOUSEKEEPING_INTERVAL_MS)
       housekeeping.unref()
     },
     async stop() {
       if (housekeeping !== undefined) clearInterval(housekeeping)
+      await feed!.stop()
       await keys.stop()
     },
   }

@@ -70,6 +70,11 @@ export const clientRepository = {
     return row && toClient(row)
   },
 
+  /** Every client: what each instance holds in memory (src/view/). */
+  async all(db: Executor): Promise<Client[]> {
+    return (await db.selectFrom('clients').selectAll().execute()).map(toClient)
+  },
+
   /** Clients ordered by id, starting after the given id. */
   async list(db: Executor, opts: { limit: number; after?: string | undefined }): Promise<Client[]> {
     let q = db.selectFrom('clients').selectAll().orderBy('client_id').limit(opts.limit)

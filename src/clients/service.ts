@@ -6,20 +6,44 @@ import type { Database } from '../db/schema.js'
 import { withLock } from '../db/locks.js'
 import { OAuthError } from '../errors.js'
 import { hashesEqual, randomSecret, sha256 } from '../secrets.js'
+import type { ChangeWriter } from '../view/changes.js'
+import { GONE, type MemoryView } from '../view/view.js'
 import { clientRepository, type Client, type ClientSettings } from './repository.js'
 
 // A hash no secret has, so that an unknown client costs the same comparison as a known one.
 const NO_SECRET = sha256('tessera: no such client')
 
+/**
+ * Clients. Every write goes through the change feed, so that each instance's view of the clients
+ * (what authentication reads) changes before the write is answered.
+ */
 export class ClientService {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
+    private readonly view: MemoryView,
+    private readonly changes: ChangeWriter,
   ) {}
 
-  /** The client, or undefined when there is none with this id. */
+  /** The client as the database has it now, or undefined when there is none with this id. */
   find(clientId: string): Promise<Client | undefined> {
     return clientRepository.find(this.db, clientId)
+  }
+
+  /**
+   * The client, from memory while the view is fresh, else (or when the view does not know it
+   * yet: a client created on another instance a moment ago) from the database.
+   */
+  async current(clientId: string): Promise<Client | undefined> {
+    if (this.view.isFresh()) {
+      const known = this.view.client(clientId)
+      if (known === GONE) return undefined
+      if (known !== undefined) return known
+    }
+    const mark = this.view.readMark
+    const client = await clientRepository.find(this.db, clientId)
+    this.view.offerClient(clientId, client, mark)
+    return client
   }
 
   /** Up to `limit` clients ordered by id, those after `after` (which need not exist any more). */
@@ -28,13 +52,21 @@ export class ClientService {
   }
 
   /** Changes only the settings given; undefined when there is no such client. */
-  update(clientId: string, changes: Partial<ClientSettings>): Promise<Client | undefined> {
-    return clientRepository.update(this.db, clientId, changes, this.clock.now())
+  update(clientId: string, settings: Partial<ClientSettings>): Promise<Client | undefined> {
+    return this.changes.write(async (trx, change) => {
+      const client = await clientRepository.update(trx, clientId, settings, this.clock.now())
+      if (client !== undefined) change({ kind: 'client', subject: clientId })
+      return client
+    })
   }
 
   /** Deletes the client with its grants and refresh tokens; false when there is no such client. */
   delete(clientId: string): Promise<boolean> {
-    return clientRepository.delete(this.db, clientId)
+    return this.changes.write(async (trx, change) => {
+      const deleted = await clientRepository.delete(trx, clientId)
+      if (deleted) change({ kind: 'client', subject: clientId })
+      return deleted
+    })
   }
 
   /**
@@ -42,7 +74,7 @@ export class ClientService {
    * time, and with a secret that was replaced with a grace period, the old one while it lasts.
    */
   async authenticate(clientId: string, secret: string): Promise<Client | undefined> {
-    return this.checkSecret(await clientRepository.find(this.db, clientId), secret)
+    return this.checkSecret(await this.current(clientId), secret)
   }
 
   /** The client if the secret is its own (see authenticate), for a client already loaded. */
@@ -68,7 +100,12 @@ export class ClientService {
   /** A new client with a server-generated secret, returned only here. */
   async create(settings: ClientSettings): Promise<{ client: Client; secret: string }> {
     const secret = randomSecret()
-    const client = await clientRepository.insert(this.db, randomUUID(), sha256(secret), settings, this.clock.now())
+    const client = await this.changes.write(async (trx, change) => {
+      const inserted = await clientRepository.insert(trx, randomUUID(), sha256(secret), settings, this.clock.now())
+      // Recorded too, so that every instance holds it at once (and would forget a tombstone).
+      if (inserted !== undefined) change({ kind: 'client', subject: inserted.clientId })
+      return inserted
+    })
     if (client === undefined) throw new OAuthError('server_error', 'could not allocate a client id')
     return { client, secret }
   }
@@ -82,7 +119,11 @@ export class ClientService {
     const secret = randomSecret()
     const now = this.clock.now()
     const until = graceSeconds > 0 ? addSeconds(now, graceSeconds) : null
-    const client = await clientRepository.replaceSecret(this.db, clientId, sha256(secret), until, now)
+    const client = await this.changes.write(async (trx, change) => {
+      const replaced = await clientRepository.replaceSecret(trx, clientId, sha256(secret), until, now)
+      if (replaced !== undefined) change({ kind: 'client', subject: clientId })
+      return replaced
+    })
     return client === undefined ? undefined : secret
   }
 
@@ -92,35 +133,36 @@ export class ClientService {
    */
   async ensureAdminClient(clientId: string, secret: string): Promise<void> {
     const now = this.clock.now()
-    const existing = await clientRepository.find(this.db, clientId)
-    if (existing === undefined) {
-      const inserted = await clientRepository.insert(this.db, clientId, sha256(secret), adminSettings(), now)
-      if (inserted !== undefined) return
-    }
-    await this.db.transaction().execute(async (trx) => {
+    const hash = sha256(secret)
+    await this.changes.write(async (trx, change) => {
       const client = await clientRepository.find(trx, clientId)
-      if (client === undefined) return
-      const hash = sha256(secret)
-      if (!hashesEqual(hash, client.secretHash)) await clientRepository.replaceSecret(trx, clientId, hash, null, now)
+      if (client === undefined) {
+        if (await clientRepository.insert(trx, clientId, hash, adminSettings(), now)) change({ kind: 'client', subject: clientId })
+        return
+      }
       const grantTypes = client.grantTypes.includes('client_credentials')
         ? client.grantTypes
         : [...client.grantTypes, 'client_credentials' as const]
       const scopes = client.scopes.includes('admin') ? client.scopes : [...client.scopes, 'admin']
+      const newSecret = !hashesEqual(hash, client.secretHash)
+      if (newSecret) await clientRepository.replaceSecret(trx, clientId, hash, null, now)
       if (grantTypes !== client.grantTypes || scopes !== client.scopes) {
         await clientRepository.update(trx, clientId, { grantTypes, scopes }, now)
       }
+      if (newSecret || grantTypes !== client.grantTypes || scopes !== client.scopes) change({ kind: 'client', subject: clientId })
     })
   }
 
   /** Creates an admin client when no client has the admin scope; the secret is returned only here. */
   async createAdminClientIfNone(): Promise<{ clientId: string; secret: string } | undefined> {
     // Under a lock, so that instances starting together over one database create one client.
-    return this.db.transaction().execute(async (trx) => {
+    return this.changes.write(async (trx, change) => {
       await withLock(trx, 'bootstrap')
       if (await clientRepository.anyAdmin(trx)) return undefined
       const secret = randomSecret()
       const client = await clientRepository.insert(trx, randomUUID(), sha256(secret), adminSettings(), this.clock.now())
       if (client === undefined) throw new OAuthError('server_error', 'could not allocate a client id')
+      change({ kind: 'client', subject: client.clientId })
       return { clientId: client.clientId, secret }
     })
   }

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import { Kysely, PGliteDialect, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
 import type { Database } from './schema.js'
@@ -8,23 +8,57 @@ import type { Database } from './schema.js'
 export interface DatabaseHandle {
   db: Kysely<Database>
   backend: 'postgres' | 'pglite'
+  /** A connection of its own for change notifications (see FeedConnection). */
+  openFeedConnection(): Promise<FeedConnection>
+  close(): Promise<void>
+}
+
+/**
+ * A session that receives notifications (LISTEN) and runs the few queries of whoever listens, so
+ * that they never wait behind the request path's pool. On Postgres it is a direct connection of
+ * its own; embedded, it is the one PGlite session.
+ */
+export interface FeedConnection {
+  /** Queries on this connection only. */
+  db: Kysely<Database>
+  /** Starts delivering the payloads sent to `channel` (pg_notify) after their transaction commits. */
+  listen(channel: string, onNotify: (payload: string) => void): Promise<void>
+  /** Called at most once, when the connection fails; it is of no use after that. */
+  onLost(callback: (err: Error) => void): void
   close(): Promise<void>
 }
 
 export interface DatabaseOptions {
   databaseUrl: string | undefined
+  /** A direct (session) connection for notifications; defaults to databaseUrl. */
+  listenUrl?: string | undefined
   dataDir: string
   log: Logger
+  /** Bounds the wait for a pooled connection and each statement, in milliseconds. */
+  timeoutMs?: number
 }
+
+const DEFAULT_TIMEOUT_MS = 5000
 
 /** The one place that picks the backend: Postgres through a pg Pool, or embedded PGlite. */
 export async function openDatabase(opts: DatabaseOptions): Promise<DatabaseHandle> {
-  if (opts.databaseUrl !== undefined) return openPostgres(opts.databaseUrl, opts.log)
+  if (opts.databaseUrl !== undefined) {
+    return openPostgres(opts.databaseUrl, opts.listenUrl ?? opts.databaseUrl, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, opts.log)
+  }
   return openPglite(opts.dataDir)
 }
 
-function openPostgres(connectionString: string, log: Logger): DatabaseHandle {
-  const pool = new pg.Pool({ connectionString, max: 10, idleTimeoutMillis: 30_000 })
+function openPostgres(connectionString: string, listenUrl: string, timeoutMs: number, log: Logger): DatabaseHandle {
+  // Bounded waits: with the database gone, a request fails within the timeout (and is answered
+  // 503) instead of queueing behind connections that will never come.
+  const pool = new pg.Pool({
+    connectionString,
+    max: 10,
+    idleTimeoutMillis: 30_000,
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    keepAlive: true,
+  })
   // An idle client whose connection drops emits 'error' on the pool; a checked-out one emits it on
   // the client itself, and unhandled it would kill the process. The query in flight fails and
   // the request gets an error answer; the pool replaces the connection.
@@ -33,7 +67,68 @@ function openPostgres(connectionString: string, log: Logger): DatabaseHandle {
     client.on('error', (err) => log.warn({ err: err.message }, 'database connection failed'))
   })
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
-  return { db, backend: 'postgres', close: () => db.destroy() }
+  return {
+    db,
+    backend: 'postgres',
+    openFeedConnection: () => openPostgresFeed(listenUrl, timeoutMs),
+    close: () => db.destroy(),
+  }
+}
+
+async function openPostgresFeed(connectionString: string, timeoutMs: number): Promise<FeedConnection> {
+  const client = new pg.Client({
+    connectionString,
+    keepAlive: true,
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    // So that an operator (or a test) can tell which session is whose feed.
+    application_name: `tessera feed ${process.pid}`,
+  })
+  let lost: ((err: Error) => void) | undefined
+  let failed: Error | undefined
+  const fail = (err: Error) => {
+    if (failed !== undefined) return
+    failed = err
+    lost?.(err)
+  }
+  // Handled from the start: an unhandled 'error' on a client kills the process.
+  client.on('error', fail)
+  client.on('end', () => fail(new Error('notification connection ended')))
+  try {
+    await client.connect()
+  } catch (err) {
+    await client.end().catch(() => undefined)
+    throw err
+  }
+  const listeners = new Map<string, (payload: string) => void>()
+  client.on('notification', (msg) => {
+    if (msg.payload !== undefined) listeners.get(msg.channel)?.(msg.payload)
+  })
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: singleClientPool(client) }) })
+  return {
+    db,
+    async listen(channel, onNotify) {
+      listeners.set(channel, onNotify)
+      await client.query(`listen ${pg.escapeIdentifier(channel)}`)
+    },
+    onLost(callback) {
+      lost = callback
+      if (failed !== undefined) callback(failed)
+    },
+    async close() {
+      failed ??= new Error('closed')
+      await client.end().catch(() => undefined)
+    },
+  }
+}
+
+/** A "pool" of one client, so that kysely can run queries on the notification session itself. */
+function singleClientPool(client: pg.Client): PostgresPool {
+  const borrowed: PostgresPoolClient = {
+    query: client.query.bind(client) as PostgresPoolClient['query'],
+    release: () => undefined,
+  }
+  return { connect: async () => borrowed, end: async () => undefined, options: {} }
 }
 
 async function openPglite(dataDir: string): Promise<DatabaseHandle> {
@@ -47,5 +142,14 @@ async function openPglite(dataDir: string): Promise<DatabaseHandle> {
   }
   const pglite = await PGlite.create(location)
   const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
-  return { db, backend: 'pglite', close: () => db.destroy() }
+  // One session serves everything, notifications included; it is never lost.
+  const feed: FeedConnection = {
+    db,
+    async listen(channel, onNotify) {
+      await pglite.listen(channel, onNotify)
+    },
+    onLost: () => undefined,
+    close: async () => undefined,
+  }
+  return { db, backend: 'pglite', openFeedConnection: async () => feed, close: () => db.destroy() }
 }

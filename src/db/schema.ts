@@ -80,6 +80,30 @@ export interface LoginThrottleTable {
   blocked_until: Timestamp | null
 }
 
+export interface ChangeHeadTable {
+  one: Generated<boolean>
+  seq: ColumnType<string, string | number, string | number>
+}
+
+export interface ChangesTable {
+  /** bigint: arrives as a string from both drivers. */
+  seq: ColumnType<string, string | number, never>
+  kind: string
+  subject: string
+  until: Timestamp | null
+  created_at: Generated<Date>
+}
+
+export interface InstancesTable {
+  id: string
+  host: string
+  pid: number
+  started_at: Generated<Date>
+  lease_expires_at: Timestamp
+  acked_seq: ColumnType<string, string | number, string | number>
+  renewed_at: Generated<Date>
+}
+
 export interface Database {
   clients: ClientsTable
   users: UsersTable
@@ -88,6 +112,9 @@ export interface Database {
   refresh_tokens: RefreshTokensTable
   revoked_access_tokens: RevokedAccessTokensTable
   login_throttle: LoginThrottleTable
+  change_head: ChangeHeadTable
+  changes: ChangesTable
+  instances: InstancesTable
 }
 
 /**

@@ -1,10 +1,15 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
-import { OAuthError } from '../errors.js'
+import { isDatabaseUnavailable } from '../db/errors.js'
+import { OAuthError, temporarilyUnavailable } from '../errors.js'
 import type { Metrics } from '../metrics.js'
+
+/** Seconds a client should wait before trying again after a 503. */
+const RETRY_AFTER_SECONDS = 2
 
 /** The one place where errors become HTTP: RFC 6749 §5.2 JSON, never a stack trace. */
 export function toOAuthError(err: unknown): OAuthError {
   if (err instanceof OAuthError) return err
+  if (isDatabaseUnavailable(err)) return temporarilyUnavailable((err as Error).message)
   const e = err as Partial<FastifyError>
   if (e.validation !== undefined) {
     return new OAuthError('invalid_request', e.message ?? 'invalid request')
@@ -35,6 +40,7 @@ function challenge(err: OAuthError): string | undefined {
 export function sendError(reply: FastifyReply, err: OAuthError): FastifyReply {
   const www = challenge(err)
   if (www !== undefined) reply.header('www-authenticate', www)
+  if (err.status === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
   return reply
     .code(err.status)
     .header('cache-control', 'no-store')
@@ -46,7 +52,8 @@ export function installErrorHandling(app: FastifyInstance, metrics: Metrics): vo
   app.setErrorHandler((raw, request, reply) => {
     const err = toOAuthError(raw)
     metrics.oauthErrors.inc({ error: err.code })
-    if (err.status >= 500) request.log.error({ err: raw }, 'request failed')
+    if (err.code === 'temporarily_unavailable') request.log.warn({ detail: err.detail }, 'database unavailable')
+    else if (err.status >= 500) request.log.error({ err: raw }, 'request failed')
     else request.log.info({ error: err.code, detail: err.detail }, 'request refused')
     return sendError(reply, err)
   })

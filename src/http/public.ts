@@ -62,6 +62,8 @@ export function publicRoutes(app: FastifyInstance, t: Tessera): void {
 
   app.get('/healthz', async () => ({ status: 'ok' }))
 
+  // Ready to take traffic: the database answers and a key signs. `view` says whether this
+  // instance answers from memory ('leased') or reads the database per call; either serves.
   app.get('/readyz', async (_request, reply) => {
     const database = await t.db
       .selectNoFrom((eb) => eb.val(1).as('one'))
@@ -70,7 +72,10 @@ export function publicRoutes(app: FastifyInstance, t: Tessera): void {
       .catch(() => false)
     const signingKey = t.keys.ready
     const ready = database && signingKey
-    return reply.code(ready ? 200 : 503).header('cache-control', 'no-store').send({ status: ready ? 'ready' : 'not ready', database, signingKey })
+    return reply
+      .code(ready ? 200 : 503)
+      .header('cache-control', 'no-store')
+      .send({ status: ready ? 'ready' : 'not ready', database, signingKey, view: t.feed.state })
   })
 }
 

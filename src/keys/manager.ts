@@ -6,6 +6,7 @@ import { addSeconds, type Clock } from '../clock.js'
 import type { SigningAlg } from '../config.js'
 import { tryLock, withLock } from '../db/locks.js'
 import type { Database, KeyState } from '../db/schema.js'
+import type { ChangeWriter } from '../view/changes.js'
 import { keyRepository, type KeyRow, type NewKey } from './repository.js'
 import { open, seal } from './seal.js'
 
@@ -89,6 +90,8 @@ export class KeyManager {
     private readonly kek: Buffer,
     private readonly settings: KeyManagerSettings,
     private readonly log: Logger,
+    /** Removing a key goes through the change feed: every instance stops trusting it before we answer. */
+    private readonly changes: ChangeWriter,
   ) {}
 
   /**
@@ -147,7 +150,10 @@ export class KeyManager {
     return key !== undefined && key.alg === alg ? key.publicKey : undefined
   }
 
-  /** Whether a key with this kid is in /jwks now, as far as this instance knows. */
+  /**
+   * Whether a key with this kid is in /jwks now, as far as this instance knows. Exact while the
+   * view is fresh: every removal of a key goes through the change feed.
+   */
   isPublished(kid: string): boolean {
     return this.live.has(kid)
   }
@@ -167,12 +173,13 @@ export class KeyManager {
   async rotate(opts: { immediate: boolean }): Promise<KeyInfo> {
     const key = await newKey(this.settings.alg, this.kek)
     const now = this.clock.now()
-    const kid = await this.db.transaction().execute(async (trx) => {
+    const kid = await this.changes.write(async (trx, change) => {
       await withLock(trx, 'keys')
       const rows = await keyRepository.listLive(trx)
       if (opts.immediate) {
         await keyRepository.remove(trx, rows.map((k) => k.kid), now)
         await keyRepository.insertActive(trx, key, now)
+        change({ kind: 'keys', subject: '' })
         return key.kid
       }
       // A rotation already under way keeps its key and schedule: asking twice does not delay it.
@@ -215,7 +222,7 @@ export class KeyManager {
       const key = plan.includes('create-active') || plan.includes('create-next') ? await newKey(this.settings.alg, this.kek) : undefined
       const maxTtl = await this.settings.maxAccessTokenTtl()
       const retireFor = maxTtl + RETIRE_MARGIN_SECONDS + Math.ceil(this.settings.pollIntervalMs / 1000)
-      await this.db.transaction().execute(async (trx) => {
+      await this.changes.write(async (trx, change) => {
         if (opts.wait) await withLock(trx, 'keys')
         else if (!(await tryLock(trx, 'keys'))) return
         // Decide again under the lock: another instance may have just done it.
@@ -235,6 +242,7 @@ export class KeyManager {
           } else if (step === 'remove-expired') {
             const expired = rows.filter((k) => k.state === 'retired' && k.remove_at !== null && k.remove_at <= now)
             await keyRepository.remove(trx, expired.map((k) => k.kid), now)
+            change({ kind: 'keys', subject: '' })
             this.log.info({ kids: expired.map((k) => k.kid) }, 'retired signing keys removed')
           }
         }

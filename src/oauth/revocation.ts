@@ -1,17 +1,12 @@
 import { decodeProtectedHeader } from 'jose'
-import type { Kysely } from 'kysely'
 import type { Client } from '../clients/repository.js'
-import type { Clock } from '../clock.js'
-import type { Database } from '../db/schema.js'
 import type { KeyManager } from '../keys/manager.js'
 import type { AccessTokens, VerifiedAccessToken } from '../tokens/access-tokens.js'
-import { tokenRepository } from '../tokens/repository.js'
-import { sha256 } from '../secrets.js'
+import type { TokenService } from '../tokens/service.js'
 import { looksLikeJwt } from './introspection.js'
 
 export interface RevocationDeps {
-  db: Kysely<Database>
-  clock: Clock
+  tokens: TokenService
   accessTokens: AccessTokens
   keys: KeyManager
 }
@@ -26,19 +21,19 @@ export interface RevocationDeps {
  * A refresh token takes its whole grant with it (§2.1 SHOULD): every refresh token of the family
  * and the access tokens issued from it, whose `sid` names the grant. An access token goes on the
  * deny-list until it expires; the refresh token it came with stays usable (§2.1 MAY, not done).
- * Both are single writes that commit before the response is sent, and introspection reads them
- * on every call, so every instance sees the revocation once the client has its answer.
+ * Both commit, and every instance has applied them to its view (src/view/), before the response
+ * is sent: no instance answers for the token once the client has its answer.
  */
 export async function revoke(deps: RevocationDeps, caller: Client, token: string): Promise<void> {
   if (looksLikeJwt(token)) {
     const verified = await verifyWithFreshKeys(deps, token)
     if (verified === undefined || verified.claims.client_id !== caller.clientId) return
-    await tokenRepository.denyAccessToken(deps.db, verified.claims.jti, new Date(verified.claims.exp * 1000))
+    await deps.tokens.denyAccessToken(verified.claims.jti, new Date(verified.claims.exp * 1000))
     return
   }
-  const record = await tokenRepository.findRefreshToken(deps.db, sha256(token))
-  if (record === undefined || record.grant.clientId !== caller.clientId) return
-  await tokenRepository.revokeGrant(deps.db, record.grant.id, deps.clock.now())
+  const grant = await deps.tokens.grantOfRefreshToken(token)
+  if (grant === undefined || grant.clientId !== caller.clientId) return
+  await deps.tokens.revokeGrant(grant.id)
 }
 
 /**

@@ -154,8 +154,19 @@ export const tokenRepository = {
     return r.numUpdatedRows > 0n
   },
 
-  async revokeGrant(db: Executor, grantId: string, now: Date): Promise<void> {
-    await db.updateTable('grants').set({ revoked_at: now }).where('id', '=', grantId).where('revoked_at', 'is', null).execute()
+  /**
+   * Revokes the grant; returns until when that matters (its expiry: by then every token issued
+   * from it has expired), or undefined when it was revoked already or does not exist.
+   */
+  async revokeGrant(db: Executor, grantId: string, now: Date): Promise<Date | undefined> {
+    const row = await db
+      .updateTable('grants')
+      .set({ revoked_at: now })
+      .where('id', '=', grantId)
+      .where('revoked_at', 'is', null)
+      .returning('expires_at')
+      .executeTakeFirst()
+    return row?.expires_at
   },
 
   async revokeGrantsOfUser(db: Executor, userId: string, now: Date): Promise<void> {
@@ -171,13 +182,17 @@ export const tokenRepository = {
       .execute()
   },
 
-  /** Puts an access token on the deny-list until it would have expired anyway. Idempotent. */
-  async denyAccessToken(db: Executor, jti: string, expiresAt: Date): Promise<void> {
-    await db
+  /**
+   * Puts an access token on the deny-list until it would have expired anyway. Idempotent: false
+   * when it was there already.
+   */
+  async denyAccessToken(db: Executor, jti: string, expiresAt: Date): Promise<boolean> {
+    const r = await db
       .insertInto('revoked_access_tokens')
       .values({ jti, expires_at: expiresAt })
       .onConflict((oc) => oc.column('jti').doNothing())
-      .execute()
+      .executeTakeFirst()
+    return (r.numInsertedOrUpdatedRows ?? 0n) > 0n
   },
 
   /**
@@ -232,6 +247,32 @@ export const tokenRepository = {
     const caller: Record<string, unknown> = {}
     for (const column of CLIENT_COLUMNS) caller[column] = row[`caller.${column}`]
     return { ...status, caller: caller['client_id'] == null ? undefined : (caller as unknown as Selectable<ClientsTable>) }
+  },
+
+  /** The deny-listed access tokens that have not expired yet, with their expiry. */
+  async deniedJtis(db: Executor, now: Date): Promise<Array<{ jti: string; until: Date }>> {
+    return db.selectFrom('revoked_access_tokens').select(['jti', 'expires_at as until']).where('expires_at', '>', now).execute()
+  },
+
+  /** The revoked grants whose tokens may not have expired yet, with the time they all will have. */
+  async revokedGrants(db: Executor, now: Date): Promise<Array<{ id: string; until: Date }>> {
+    return db
+      .selectFrom('grants')
+      .select(['id', 'expires_at as until'])
+      .where('revoked_at', 'is not', null)
+      .where('expires_at', '>', now)
+      .execute()
+  },
+
+  /** revokedGrants, of one user. */
+  async revokedGrantsOfUser(db: Executor, userId: string, now: Date): Promise<Array<{ id: string; until: Date }>> {
+    return db
+      .selectFrom('grants')
+      .select(['id', 'expires_at as until'])
+      .where('user_id', '=', userId)
+      .where('revoked_at', 'is not', null)
+      .where('expires_at', '>', now)
+      .execute()
   },
 
   /** Deletes what can no longer matter: expired deny-list entries, grants and refresh tokens. */

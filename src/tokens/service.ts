@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import { clientRepository, type Client } from '../clients/repository.js'
 import { addSeconds, type Clock } from '../clock.js'
-import type { Database } from '../db/schema.js'
+import type { Database, Executor } from '../db/schema.js'
 import { invalidGrant } from '../errors.js'
 import { randomSecret, sha256 } from '../secrets.js'
 import type { User } from '../users/repository.js'
+import type { Change, ChangeWriter } from '../view/changes.js'
 import type { AccessTokens } from './access-tokens.js'
 import { tokenRepository, type Grant } from './repository.js'
 
@@ -35,6 +36,7 @@ export class TokenService {
     private readonly clock: Clock,
     private readonly accessTokens: AccessTokens,
     private readonly defaults: TokenLifetimes,
+    private readonly changes: ChangeWriter,
   ) {}
 
   private accessTtl(client: Client): number {
@@ -48,7 +50,7 @@ export class TokenService {
   /** client_credentials: the client is the subject, and there is no refresh token (RFC 6749 §4.4.3). */
   async issueForClient(client: Client, scopes: string[], audiences: string[]): Promise<TokenResponse> {
     const ttl = this.accessTtl(client)
-    const { token } = await this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl })
+    const { token } = this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl })
     return { access_token: token, token_type: 'Bearer', expires_in: ttl, scope: scopes.join(' ') }
   }
 
@@ -72,7 +74,7 @@ export class TokenService {
       await tokenRepository.insertGrant(trx, grant, now, until)
       if (refresh !== undefined) await tokenRepository.insertRefreshToken(trx, sha256(refresh), grant.id, now, refreshExpiry)
     })
-    const { token } = await this.accessTokens.issue({
+    const { token } = this.accessTokens.issue({
       sub: user.id,
       clientId: client.clientId,
       scopes,
@@ -95,10 +97,11 @@ export class TokenService {
    */
   async revokeAllForUser(userId: string): Promise<boolean> {
     const now = this.clock.now()
-    return this.db.transaction().execute(async (trx) => {
+    return this.changes.write(async (trx, change) => {
       // Waits for logins under way, so that their grants are revoked too.
       if (!(await tokenRepository.lockUser(trx, userId))) return false
       await tokenRepository.revokeGrantsOfUser(trx, userId, now)
+      change({ kind: 'user', subject: userId })
       return true
     })
   }
@@ -106,11 +109,29 @@ export class TokenService {
   /** Revokes every token issued to the client so far, of any grant. */
   async revokeAllForClient(clientId: string): Promise<boolean> {
     const now = this.clock.now()
-    return this.db.transaction().execute(async (trx) => {
+    return this.changes.write(async (trx, change) => {
       if (!(await clientRepository.revokeTokens(trx, clientId, now))) return false
       await tokenRepository.revokeGrantsOfClient(trx, clientId, now)
+      change({ kind: 'client', subject: clientId })
       return true
     })
+  }
+
+  /** The grant a refresh token (used or not, expired or not) belongs to; undefined if unknown. */
+  async grantOfRefreshToken(token: string): Promise<Grant | undefined> {
+    return (await tokenRepository.findRefreshToken(this.db, sha256(token)))?.grant
+  }
+
+  /** Deny-lists an access token until it expires, on every instance. */
+  async denyAccessToken(jti: string, expiresAt: Date): Promise<void> {
+    await this.changes.write(async (trx, change) => {
+      if (await tokenRepository.denyAccessToken(trx, jti, expiresAt)) change({ kind: 'access_token', subject: jti, until: expiresAt })
+    })
+  }
+
+  /** Revokes a grant (a refresh-token family with its access tokens) on every instance. */
+  async revokeGrant(grantId: string): Promise<void> {
+    await this.changes.write(async (trx, change) => revokeGrantIn(trx, grantId, this.clock.now(), change))
   }
 
   /**
@@ -128,7 +149,7 @@ export class TokenService {
     if (record.grant.revokedAt !== null) throw invalidGrant('refresh token is invalid', 'grant revoked')
     if (record.expiresAt <= now) throw invalidGrant('refresh token is invalid', 'refresh token expired')
     if (record.usedAt !== null) {
-      await tokenRepository.revokeGrant(this.db, record.grant.id, now)
+      await this.revokeGrant(record.grant.id)
       throw invalidGrant('refresh token is invalid', `refresh token reused: grant ${record.grant.id} revoked`)
     }
     return { hash, grant: record.grant }
@@ -145,9 +166,9 @@ export class TokenService {
     const refresh = randomSecret()
     const refreshExpiry = addSeconds(now, this.refreshTtl(client))
     const grantId = presented.grant.id
-    const won = await this.db.transaction().execute(async (trx) => {
+    const won = await this.changes.write(async (trx, change) => {
       if (!(await tokenRepository.markUsed(trx, presented.hash, now))) {
-        await tokenRepository.revokeGrant(trx, grantId, now)
+        await revokeGrantIn(trx, grantId, now, change)
         return false
       }
       await tokenRepository.insertRefreshToken(trx, sha256(refresh), grantId, now, refreshExpiry)
@@ -156,7 +177,7 @@ export class TokenService {
       return true
     })
     if (!won) throw invalidGrant('refresh token is invalid', `refresh token reused concurrently: grant ${grantId} revoked`)
-    const { token } = await this.accessTokens.issue({
+    const { token } = this.accessTokens.issue({
       sub: presented.grant.userId,
       clientId: client.clientId,
       scopes,
@@ -166,4 +187,10 @@ export class TokenService {
     })
     return { access_token: token, token_type: 'Bearer', expires_in: accessTtl, scope: scopes.join(' '), refresh_token: refresh }
   }
+}
+
+/** Revokes the grant within `trx`, recording the change if it was live. */
+export async function revokeGrantIn(trx: Executor, grantId: string, now: Date, change: (c: Change) => void): Promise<void> {
+  const until = await tokenRepository.revokeGrant(trx, grantId, now)
+  if (until !== undefined) change({ kind: 'grant', subject: grantId, until })
 }

@@ -1,11 +1,13 @@
 import type { Kysely } from 'kysely'
 import type { Database } from '../db/schema.js'
 import type { Clock } from '../clock.js'
+import type { KeyManager } from '../keys/manager.js'
 import type { AccessTokens, AccessTokenClaims } from './access-tokens.js'
 import { issuedAtMs } from './access-tokens.js'
 import { sha256 } from '../secrets.js'
 import { tokenRepository, type AccessTokenStatus, type Grant } from './repository.js'
 import { toClient, type Client } from '../clients/repository.js'
+import { GONE, UNKNOWN, type MemoryView, type TokenFacts } from '../view/view.js'
 
 export interface ActiveAccessToken {
   kind: 'access_token'
@@ -22,18 +24,22 @@ export interface ActiveRefreshToken {
   expiresAt: Date
 }
 
+/** Everything that can make a verified, unexpired access token inactive. */
+type Facts = TokenFacts & { keyLive: boolean }
+
 /**
- * Whether a token is live right now, asked of the database every time: revocation on any instance
- * is seen at once, because nothing here is cached but the public keys (whose removal is also
- * checked against the database). The price is one round trip of primary-key lookups per access
- * token; a cache of "active" answers would have to be emptied on every instance before /revoke
- * answers, which a poll cannot promise, so there is none.
+ * Whether a token is live right now. Access tokens are answered from the instance's memory while
+ * its view is fresh (src/view/): a lease that every revocation waits for, so memory is exact. When
+ * it is not fresh, or the view lacks a record, the same facts are read from the database in one
+ * round trip, and the same function decides. Refresh tokens are always read from the database.
  */
 export class TokenStatus {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
     private readonly accessTokens: AccessTokens,
+    private readonly keys: Pick<KeyManager, 'isPublished'>,
+    private readonly view: MemoryView,
   ) {}
 
   /** The access token's claims if it is ours, unexpired and not revoked in any way; else undefined. */
@@ -42,9 +48,9 @@ export class TokenStatus {
   }
 
   /**
-   * activeAccessToken, and the calling client's record read in the same round trip, for
-   * introspection to authenticate its caller with. `caller` is 'unread' when the token did not
-   * verify and so no query was made.
+   * activeAccessToken, and the calling client's record, for introspection to authenticate its
+   * caller with (from the view, or read in the same round trip). `caller` is 'unread' when the
+   * token did not verify and so nothing was looked up.
    */
   activeAccessTokenWithCaller(token: string, callerId: string) {
     return this.check(token, callerId)
@@ -58,17 +64,28 @@ export class TokenStatus {
     if (verified === undefined) return { active: undefined, caller: 'unread' }
     const { claims, kid } = verified
     // client_credentials tokens have the client as subject and belong to no grant.
-    const userId = claims.sid !== undefined ? claims.sub : undefined
-    const s = await tokenRepository.accessTokenStatus(this.db, {
-      jti: claims.jti,
-      kid,
-      clientId: claims.client_id,
-      userId,
-      grantId: claims.sid,
-      callerId,
-    })
+    const ref = { jti: claims.jti, clientId: claims.client_id, userId: claims.sid !== undefined ? claims.sub : undefined, grantId: claims.sid }
+
+    // From memory: no await between the freshness check and the answer.
+    if (this.view.isFresh()) {
+      const facts = this.view.tokenFacts(ref)
+      const caller = callerId === undefined ? undefined : this.view.client(callerId)
+      if (facts !== UNKNOWN && (callerId === undefined || caller !== UNKNOWN)) {
+        return {
+          active: answer(claims, { ...facts, keyLive: this.keys.isPublished(kid) }),
+          caller: caller === GONE ? undefined : caller,
+        }
+      }
+    }
+
+    const mark = this.view.readMark
+    const s = await tokenRepository.accessTokenStatus(this.db, { ...ref, kid, callerId })
     const caller = s.caller === undefined ? undefined : toClient(s.caller)
-    return { active: isActive(claims, s) ? { kind: 'access_token', claims, username: s.username ?? undefined } : undefined, caller }
+    if (callerId !== undefined) this.view.offerClient(callerId, caller, mark)
+    if (ref.userId !== undefined) {
+      this.view.offerUser(ref.userId, s.userExists && s.username !== null ? { username: s.username, disabled: s.userDisabled } : undefined, mark)
+    }
+    return { active: answer(claims, factsFromDatabase(s)), caller }
   }
 
   /** The refresh token's grant if it can still be exchanged; else undefined. */
@@ -89,13 +106,32 @@ export class TokenStatus {
   }
 }
 
-function isActive(claims: AccessTokenClaims, s: AccessTokenStatus): boolean {
-  if (s.denied || !s.clientExists) return false
-  if (s.keyState === null || s.keyState === 'removed') return false
-  if (s.clientRevokedAt !== null && !(issuedAtMs(claims.jti) > s.clientRevokedAt.getTime())) return false
+function factsFromDatabase(s: AccessTokenStatus): Facts {
+  return {
+    denied: s.denied,
+    keyLive: s.keyState !== null && s.keyState !== 'removed',
+    clientExists: s.clientExists,
+    clientRevokedAt: s.clientRevokedAt,
+    userExists: s.userExists,
+    userDisabled: s.userDisabled,
+    username: s.username,
+    // A grant is deleted only once every token issued from it has expired, or with its user or
+    // client: absent is as good as revoked.
+    grantRevoked: !s.grantExists || s.grantRevokedAt !== null,
+  }
+}
+
+function answer(claims: AccessTokenClaims, f: Facts): ActiveAccessToken | undefined {
+  return isActive(claims, f) ? { kind: 'access_token', claims, username: f.username ?? undefined } : undefined
+}
+
+function isActive(claims: AccessTokenClaims, f: Facts): boolean {
+  if (f.denied || !f.clientExists || !f.keyLive) return false
+  // Revoke-all marks a time; the jti (a UUIDv7) says when the token was issued, to the millisecond.
+  if (f.clientRevokedAt !== null && !(issuedAtMs(claims.jti) > f.clientRevokedAt.getTime())) return false
   if (claims.sid !== undefined) {
-    if (!s.grantExists || s.grantRevokedAt !== null) return false
-    if (!s.userExists || s.userDisabled) return false
+    if (f.grantRevoked) return false
+    if (!f.userExists || f.userDisabled) return false
   }
   return true
 }

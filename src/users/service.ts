@@ -4,13 +4,16 @@ import type { Clock } from '../clock.js'
 import type { Database } from '../db/schema.js'
 import { OAuthError } from '../errors.js'
 import { asUuid } from '../tokens/repository.js'
+import type { ChangeWriter } from '../view/changes.js'
 import { hashPassword, verifyPassword } from './passwords.js'
 import { userRepository, type User } from './repository.js'
 
+/** Users. Writes that can end a user's tokens go through the change feed. */
 export class UserService {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
+    private readonly changes: ChangeWriter,
   ) {}
 
   /**
@@ -64,11 +67,16 @@ export class UserService {
 
   /**
    * Changes only the fields given; undefined when there is no such user. A disabled user's tokens
-   * stop at once: token status asks the database on every use.
+   * stop on every instance before this resolves.
    */
-  async update(id: string, changes: { disabled?: boolean; scopes?: string[] | null }): Promise<User | undefined> {
+  async update(id: string, fields: { disabled?: boolean; scopes?: string[] | null }): Promise<User | undefined> {
     const uuid = asUuid(id)
-    return uuid === null ? undefined : userRepository.update(this.db, uuid, changes, this.clock.now())
+    if (uuid === null) return undefined
+    return this.changes.write(async (trx, change) => {
+      const user = await userRepository.update(trx, uuid, fields, this.clock.now())
+      if (user !== undefined) change({ kind: 'user', subject: uuid })
+      return user
+    })
   }
 
   /** Replaces the password; false when there is no such user. */
@@ -77,12 +85,21 @@ export class UserService {
     // Looked up first so that an unknown id does not cost an argon2 hash.
     if (uuid === null || (await userRepository.find(this.db, uuid)) === undefined) return false
     const passwordHash = await hashPassword(password)
-    return (await userRepository.update(this.db, uuid, { passwordHash }, this.clock.now())) !== undefined
+    return this.changes.write(async (trx, change) => {
+      const updated = (await userRepository.update(trx, uuid, { passwordHash }, this.clock.now())) !== undefined
+      if (updated) change({ kind: 'user', subject: uuid })
+      return updated
+    })
   }
 
   /** Deletes the user with their grants and refresh tokens; false when there is no such user. */
   async delete(id: string): Promise<boolean> {
     const uuid = asUuid(id)
-    return uuid !== null && userRepository.delete(this.db, uuid)
+    if (uuid === null) return false
+    return this.changes.write(async (trx, change) => {
+      const deleted = await userRepository.delete(trx, uuid)
+      if (deleted) change({ kind: 'user', subject: uuid })
+      return deleted
+    })
   }
 }

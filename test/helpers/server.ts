@@ -188,6 +188,8 @@ export async function startTestServer(
     BOOTSTRAP_ADMIN_CLIENT_ID: ADMIN_ID,
     BOOTSTRAP_ADMIN_CLIENT_SECRET: ADMIN_SECRET,
     LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'silent',
+    // A test file re-run with this set to false checks the per-call database path (src/view/).
+    SERVE_FROM_MEMORY: process.env['TESSERA_TEST_SERVE_FROM_MEMORY'] ?? 'true',
     ...(databaseUrl !== undefined && { DATABASE_URL: databaseUrl }),
     ...env,
   }

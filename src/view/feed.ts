@@ -1,0 +1,388 @@
+import { randomUUID } from 'node:crypto'
+import { hostname } from 'node:os'
+import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Logger } from 'pino'
+import { clientRepository } from '../clients/repository.js'
+import type { Clock } from '../clock.js'
+import type { DatabaseHandle, FeedConnection } from '../db/connect.js'
+import type { Database, Executor } from '../db/schema.js'
+import { tokenRepository } from '../tokens/repository.js'
+import { userRepository } from '../users/repository.js'
+import { changeRepository, parseNotification, type Change, type ChangeWriter, type SequencedChange } from './changes.js'
+import type { MemoryView } from './view.js'
+
+export interface FeedSettings {
+  /** false: never take a lease, so that every request reads the database. */
+  serveFromMemory: boolean
+}
+
+/**
+ * How long a lease lasts. One value for every instance: a writer that cannot reach the database
+ * after its commit waits this long for leases it cannot see, so no instance may lease for longer.
+ */
+export const LEASE_MS = 1500
+
+/** What the feed needs from the key manager. */
+export interface KeyReloader {
+  reload(): Promise<void>
+}
+
+export type FeedState = 'leased' | 'behind' | 'disconnected' | 'off' | 'stopped'
+
+// A lease is renewed this many times per lease length, so that one slow renewal does not lose it.
+const RENEWALS_PER_LEASE = 6
+// The local deadline is kept this much short of the database's, for the two clocks' rates.
+const CLOCK_MARGIN_MS = 50
+const RECONNECT_MIN_MS = 100
+const RECONNECT_MAX_MS = 2000
+
+/**
+ * The change feed of one instance: it keeps the MemoryView exact and holds the lease that says
+ * so, and it makes writers wait until every instance has applied their change.
+ *
+ * Like a Kubernetes informer, it lists the whole state once (on every connect), then applies the
+ * changes after the sequence number the list was taken at, in order, from notifications; a gap
+ * is filled from the changes table, and when that has been purged the whole state is listed
+ * again. All of that runs one task at a time, so the view has one writer.
+ *
+ * The lease (the `instances` table) is renewed on the notification connection itself, so it is
+ * held only while that connection works, and the database extends it only while this instance
+ * has applied every change (acked_seq = change_head.seq, in one statement). A writer that
+ * committed change n waits until every unexpired lease has acked n or run out; since a lagging
+ * instance cannot extend its lease, that wait is bounded by the lease length. The instance itself
+ * trusts its view only until its local deadline (the time it sent the renewal, plus the lease),
+ * which is never later than the database's.
+ */
+export class ChangeFeed implements ChangeWriter {
+  readonly instanceId = randomUUID()
+  private connection: FeedConnection | undefined
+  private applied = 0
+  private tasks: Promise<void> = Promise.resolve()
+  private renewTimer: NodeJS.Timeout | undefined
+  private renewing: Promise<void> | undefined
+  private renewAgain = false
+  private stopped = false
+  private connecting: Promise<void> | undefined
+  private lastHead = 0
+
+  constructor(
+    private readonly database: Pick<DatabaseHandle, 'openFeedConnection'>,
+    private readonly db: Kysely<Database>,
+    private readonly view: MemoryView,
+    private readonly keys: KeyReloader,
+    private readonly clock: Clock,
+    private readonly settings: FeedSettings,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Connects in the background: until the first connection has loaded the view, this instance
+   * simply reads the database per call. Resolves once the first attempt has succeeded or failed.
+   */
+  async start(): Promise<void> {
+    if (!this.settings.serveFromMemory) return
+    await this.connect()
+    if (this.connection === undefined) this.scheduleReconnect(RECONNECT_MIN_MS)
+  }
+
+  /** Gives up the lease and closes the connection. */
+  async stop(): Promise<void> {
+    this.stopped = true
+    this.view.holdLeaseUntil(0)
+    if (this.renewTimer !== undefined) clearInterval(this.renewTimer)
+    await this.connecting?.catch(() => undefined)
+    await this.renewing?.catch(() => undefined)
+    const connection = this.connection
+    this.connection = undefined
+    // Deleting the row ends the lease at once for writers, who would otherwise wait it out.
+    await this.db
+      .deleteFrom('instances')
+      .where('id', '=', this.instanceId)
+      .execute()
+      .catch((err: unknown) => this.log.warn({ err: message(err) }, 'could not give up the lease'))
+    await connection?.close()
+  }
+
+  get state(): FeedState {
+    if (this.stopped) return 'stopped'
+    if (!this.settings.serveFromMemory) return 'off'
+    if (this.connection === undefined) return 'disconnected'
+    return this.view.isFresh() ? 'leased' : 'behind'
+  }
+
+  /** The sequence number of the last change applied here. */
+  get appliedSeq(): number {
+    return this.applied
+  }
+
+  /** How many changes this instance knows of but has not applied yet. */
+  get lag(): number {
+    return Math.max(0, this.lastHead - this.applied)
+  }
+
+  /**
+   * Runs `work` in a transaction, records the changes it reports last in it, and resolves once
+   * the transaction has committed and every instance has applied them (or its lease has run out).
+   */
+  async write<T>(work: (trx: Transaction<Database>, change: (c: Change) => void) => Promise<T>): Promise<T> {
+    const changes: Change[] = []
+    let last = 0
+    const result = await this.db.transaction().execute(async (trx) => {
+      const r = await work(trx, (c) => changes.push(c))
+      for (const c of changes) last = await changeRepository.record(trx, c)
+      return r
+    })
+    if (last > 0) await this.awaitApplied(last)
+    return result
+  }
+
+  /**
+   * Resolves once every instance with an unexpired lease has applied change `seq`, or its lease
+   * has run out. Called right after the change committed: a lease that does not acknowledge it
+   * cannot be extended, so after one lease length (on this instance's monotonic clock, which
+   * needs no database) every lease that could have been held at the commit has ended.
+   */
+  async awaitApplied(seq: number): Promise<void> {
+    const deadline = performance.now() + LEASE_MS + CLOCK_MARGIN_MS
+    let pause = 1
+    for (;;) {
+      try {
+        const r = await sql<{ waiting: number }>`
+          select count(*)::int as waiting from instances
+          where lease_expires_at > now() and acked_seq < ${seq}`.execute(this.db)
+        if (r.rows[0]!.waiting === 0) return
+      } catch (err) {
+        // The change is committed; without the database the wait is simply the full bound.
+        this.log.debug({ err: message(err) }, 'waiting for acknowledgements without the database')
+      }
+      const left = deadline - performance.now()
+      if (left <= 0) return
+      await sleep(Math.min(pause, left))
+      pause = Math.min(pause * 2, 20)
+    }
+  }
+
+  // --- connection ---
+
+  private connect(): Promise<void> {
+    this.connecting ??= this.openAndLoad().finally(() => {
+      this.connecting = undefined
+    })
+    return this.connecting
+  }
+
+  private async openAndLoad(): Promise<void> {
+    if (this.stopped) return
+    let connection: FeedConnection | undefined
+    try {
+      connection = await this.database.openFeedConnection()
+      const opened = connection
+      opened.onLost((err) => this.lost(opened, err))
+      const channel = await changeRepository.channel(opened.db)
+      await opened.listen(channel, (payload) => this.notified(payload))
+      // Listening before the list is read, so that nothing committed after it goes unseen.
+      await this.enqueue(() => this.reload(opened.db))
+      if (this.stopped) {
+        await opened.close()
+        return
+      }
+      this.connection = opened
+      this.log.info({ instance: this.instanceId, seq: this.applied }, 'change feed connected')
+      this.renewTimer ??= setInterval(() => this.renew(), Math.floor(LEASE_MS / RENEWALS_PER_LEASE))
+      this.renewTimer.unref()
+      this.renew()
+      await this.renewing
+    } catch (err) {
+      this.log.warn({ err: message(err) }, 'change feed could not connect; reading the database per call')
+      await connection?.close()
+    }
+  }
+
+  private lost(connection: FeedConnection, err: Error): void {
+    this.view.holdLeaseUntil(0)
+    if (this.connection !== connection) return
+    this.connection = undefined
+    this.log.warn({ err: err.message }, 'change feed connection lost; reading the database per call until it is back')
+    void connection.close()
+    this.scheduleReconnect(RECONNECT_MIN_MS)
+  }
+
+  private scheduleReconnect(delay: number): void {
+    if (this.stopped) return
+    const timer = setTimeout(() => {
+      void this.connect().then(() => {
+        if (this.connection === undefined) this.scheduleReconnect(Math.min(delay * 2, RECONNECT_MAX_MS))
+      })
+    }, delay)
+    timer.unref()
+  }
+
+  // --- applying changes, one task at a time ---
+
+  private enqueue(task: () => Promise<void>): Promise<void> {
+    const run = this.tasks.then(task)
+    this.tasks = run.catch(() => undefined)
+    return run
+  }
+
+  private notified(payload: string): void {
+    let change: SequencedChange | undefined
+    try {
+      change = parseNotification(payload)
+    } catch {
+      change = undefined
+    }
+    // Something this version cannot read: the whole state, read again, covers it.
+    if (change === undefined) {
+      void this.enqueue(() => this.reloadOnCurrent())
+      return
+    }
+    this.lastHead = Math.max(this.lastHead, change.seq)
+    const c = change
+    void this.enqueue(() => this.applyInOrder(c)).then(
+      () => this.renew(),
+      (err: unknown) => this.failed(err),
+    )
+  }
+
+  private async applyInOrder(change: SequencedChange): Promise<void> {
+    const connection = this.connection
+    if (connection === undefined || change.seq <= this.applied) return
+    if (change.seq > this.applied + 1) await this.catchUp(connection.db, change.seq - 1)
+    if (change.seq === this.applied + 1) {
+      await this.apply(connection.db, change)
+      this.applied = change.seq
+    }
+  }
+
+  /** Applies the changes up to `head` from the table; lists everything again if some are gone. */
+  private async catchUp(db: Executor, head: number): Promise<void> {
+    if (head <= this.applied) return
+    const missed = await changeRepository.since(db, this.applied, head)
+    if (missed === undefined) {
+      await this.reload(db)
+      return
+    }
+    for (const change of missed) {
+      await this.apply(db, change)
+      this.applied = change.seq
+    }
+  }
+
+  private async apply(db: Executor, change: SequencedChange): Promise<void> {
+    switch (change.kind) {
+      case 'access_token':
+        this.view.denyJti(change.subject, change.until.getTime())
+        return
+      case 'grant':
+        this.view.revokeGrant(change.subject, change.until.getTime())
+        return
+      case 'client':
+        this.view.setClient(change.subject, await clientRepository.find(db, change.subject))
+        return
+      case 'user': {
+        const [user, grants] = await Promise.all([
+          userRepository.find(db, change.subject),
+          tokenRepository.revokedGrantsOfUser(db, change.subject, this.clock.now()),
+        ])
+        for (const g of grants) this.view.revokeGrant(g.id, g.until.getTime())
+        this.view.setUser(change.subject, user && { username: user.username, disabled: user.disabled })
+        return
+      }
+      case 'keys':
+        await this.keys.reload()
+        return
+    }
+  }
+
+  /** Lists the whole state again. The head is read first: whatever commits after it is notified. */
+  private async reload(db: Executor): Promise<void> {
+    const head = await changeRepository.head(db)
+    const now = this.clock.now()
+    const [clients, deniedJtis, revokedGrants] = await Promise.all([
+      clientRepository.all(db),
+      tokenRepository.deniedJtis(db, now),
+      tokenRepository.revokedGrants(db, now),
+      this.keys.reload(),
+    ])
+    this.view.replace({
+      clients,
+      deniedJtis: new Map(deniedJtis.map((d) => [d.jti, d.until.getTime()])),
+      revokedGrants: new Map(revokedGrants.map((g) => [g.id, g.until.getTime()])),
+    })
+    this.applied = head
+    this.lastHead = Math.max(this.lastHead, head)
+  }
+
+  private async reloadOnCurrent(): Promise<void> {
+    const connection = this.connection
+    if (connection !== undefined) await this.reload(connection.db)
+  }
+
+  /** A task failed: most likely the connection did. Start over with a fresh one. */
+  private failed(err: unknown): void {
+    this.view.holdLeaseUntil(0)
+    const connection = this.connection
+    this.log.warn({ err: message(err) }, 'change feed failed to apply a change; reconnecting')
+    if (connection !== undefined) this.lost(connection, err instanceof Error ? err : new Error(String(err)))
+  }
+
+  // --- the lease ---
+
+  /** Renews the lease and acknowledges what has been applied; calls made meanwhile coalesce. */
+  private renew(): void {
+    if (this.renewing !== undefined) {
+      this.renewAgain = true
+      return
+    }
+    const connection = this.connection
+    if (connection === undefined || this.stopped) return
+    this.renewing = this.renewOnce(connection)
+      .catch((err: unknown) => {
+        this.view.holdLeaseUntil(0)
+        if (this.connection === connection) this.lost(connection, err instanceof Error ? err : new Error(String(err)))
+      })
+      .finally(() => {
+        this.renewing = undefined
+        if (this.renewAgain) {
+          this.renewAgain = false
+          this.renew()
+        }
+      })
+  }
+
+  private async renewOnce(connection: FeedConnection): Promise<void> {
+    const applied = this.applied
+    const sent = performance.now()
+    const leaseSeconds = LEASE_MS / 1000
+    // One statement, one snapshot: the lease is extended only if nothing committed is unapplied.
+    const r = await sql<{ head: number }>`
+      insert into instances as i (id, host, pid, lease_expires_at, acked_seq)
+      select ${this.instanceId}::uuid, ${hostname()}, ${process.pid},
+        case when ${applied} >= h.seq then now() + make_interval(secs => ${leaseSeconds}) else now() end,
+        ${applied}
+      from change_head h
+      on conflict (id) do update set
+        acked_seq = excluded.acked_seq,
+        renewed_at = now(),
+        lease_expires_at = case when ${applied} >= (select seq from change_head)
+          then excluded.lease_expires_at else i.lease_expires_at end
+      returning (select seq::float8 from change_head) as head`.execute(connection.db)
+    const head = r.rows[0]!.head
+    this.lastHead = Math.max(this.lastHead, head)
+    if (this.connection !== connection || this.stopped) return
+    if (applied >= head) {
+      this.view.holdLeaseUntil(sent + LEASE_MS - CLOCK_MARGIN_MS)
+    } else if (this.applied < head) {
+      // A notification may be on its way; if it was lost, this fills the gap.
+      void this.enqueue(() => this.catchUp(connection.db, head)).then(
+        () => this.renew(),
+        (err: unknown) => this.failed(err),
+      )
+    }
+  }
+}
+
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err))
