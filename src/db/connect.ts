@@ -122,10 +122,19 @@ async function openPostgresFeed(connectionString: string, timeoutMs: number): Pr
   }
 }
 
-/** A "pool" of one client, so that kysely can run queries on the notification session itself. */
+/**
+ * A "pool" of one client, so that kysely can run queries on the notification session itself.
+ * Queries are issued one after the other: a pg client queues overlapping ones itself, but that
+ * is deprecated.
+ */
 function singleClientPool(client: pg.Client): PostgresPool {
+  let last: Promise<unknown> = Promise.resolve()
   const borrowed: PostgresPoolClient = {
-    query: client.query.bind(client) as PostgresPoolClient['query'],
+    query: ((text: string, values: unknown[]) => {
+      const run = last.then(() => client.query(text, values))
+      last = run.catch(() => undefined)
+      return run
+    }) as unknown as PostgresPoolClient['query'],
     release: () => undefined,
   }
   return { connect: async () => borrowed, end: async () => undefined, options: {} }

@@ -1,9 +1,10 @@
-// Two Tessera processes over one Postgres database: a revocation made through either is seen by
-// the other's introspection on the very next request. Postgres only (npm run test:pg); needs
+// Two Tessera processes over one Postgres database, each answering from its memory: a revocation
+// or an admin change made through either is seen by the other on the very next request. Postgres only (npm run test:pg); needs
 // `npm run build` first.
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { basic, isolatedDatabase } from '../helpers/server.js'
+import { bind, Cluster } from '../helpers/cluster.js'
+import { isolatedDatabase } from '../helpers/server.js'
 import { spawnServer, type ServerProcess } from '../helpers/process.js'
 
 const API = 'https://api.example'
@@ -33,51 +34,20 @@ if (database === undefined) {
 }
 
 async function runTests(a: ServerProcess, b: ServerProcess) {
-  type Client = [string, string]
-  const post = async (srv: ServerProcess, path: string, form: Record<string, string>, auth: Client) => {
-    const res = await fetch(`${srv.url}${path}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(...auth) },
-      body: new URLSearchParams(form).toString(),
-    })
-    const text = await res.text()
-    return { status: res.status, body: text === '' ? undefined : JSON.parse(text) }
-  }
-  const tokens = async (srv: ServerProcess, form: Record<string, string>, auth: Client) => {
-    const r = await post(srv, '/token', form, auth)
-    if (r.status !== 200) throw new Error(`token: ${r.status} ${JSON.stringify(r.body)}`)
-    return r.body as { access_token: string; refresh_token: string }
-  }
-  const adminToken = (await tokens(a, { grant_type: 'client_credentials', scope: 'admin' }, ADMIN)).access_token
-  const admin = async (srv: ServerProcess, method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${srv.adminUrl}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${adminToken}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
-      ...(body !== undefined && { body: JSON.stringify(body) }),
-    })
-    const text = await res.text()
-    return { status: res.status, body: text === '' ? undefined : JSON.parse(text) }
-  }
-  const createClient = async (srv: ServerProcess, settings: Record<string, unknown>): Promise<Client> => {
-    const r = await admin(srv, 'POST', '/admin/clients', { name: 'cluster client', scopes: ['read'], ...settings })
-    if (r.status !== 201) throw new Error(`create client: ${r.status} ${JSON.stringify(r.body)}`)
-    return [r.body.client_id, r.body.client_secret]
-  }
-  const introspect = async (srv: ServerProcess, token: string, auth: Client) => {
-    const r = await post(srv, '/introspect', { token }, auth)
-    if (r.status !== 200) throw new Error(`introspect: ${r.status} ${JSON.stringify(r.body)}`)
-    return r.body as { active: boolean }
-  }
-  const revoke = async (srv: ServerProcess, token: string, auth: Client) => {
-    const r = await post(srv, '/revoke', { token }, auth)
-    if (r.status !== 200) throw new Error(`revoke: ${r.status} ${JSON.stringify(r.body)}`)
-  }
+  const cluster = new Cluster(ADMIN)
+  const { tokens, admin, createClient, introspect, revoke, post } = bind(cluster)
 
-  // Made through different instances on purpose: both read the same tables.
+  // Made through different instances on purpose. (Set up before the first t.test: tap ends the
+  // root test, and so tears the servers down, once its queued subtests are done.)
   const app = await createClient(a, { grant_types: ['password', 'client_credentials', 'refresh_token'], audiences: [API] })
   const rs = await createClient(b, { grant_types: ['client_credentials'], resource_identifiers: [API] })
   const user = await admin(a, 'POST', '/admin/users', { username: 'ivy', password: 'ivy password' })
   const login = (srv: ServerProcess) => tokens(srv, { grant_type: 'password', username: 'ivy', password: 'ivy password' }, app)
+
+  t.test('both instances answer from memory (hold a lease)', async (t) => {
+    t.ok(await cluster.leased(a), 'a')
+    t.ok(await cluster.leased(b), 'b')
+  })
 
   t.test('an access token revoked on one instance is inactive on the other at once', async (t) => {
     for (const [issuing, revoking, checking] of [
@@ -115,6 +85,48 @@ async function runTests(a: ServerProcess, b: ServerProcess) {
     const cc = await tokens(a, { grant_type: 'client_credentials' }, rs)
     t.equal((await admin(b, 'POST', `/admin/clients/${rs[0]}/revoke-tokens`)).status, 204)
     t.same(await introspect(a, cc.access_token, rs), { active: false }, "the client's token")
+  })
+
+  t.test("a client's secret, settings and existence, changed on one instance, hold on the other at once", async (t) => {
+    for (const [changing, checking] of [
+      [a, b],
+      [b, a],
+    ] as const) {
+      const svc = await createClient(changing, { grant_types: ['client_credentials'], audiences: [API] })
+      const cc = { grant_type: 'client_credentials' }
+      t.equal((await post(checking, '/token', cc, svc)).status, 200, 'a client made on the other instance works at once')
+      const { access_token } = await tokens(checking, cc, svc)
+
+      const rotated = await admin(changing, 'POST', `/admin/clients/${svc[0]}/secret`, {})
+      t.equal((await post(checking, '/token', cc, svc)).status, 401, 'the old secret is refused right after rotation')
+      const renewed: [string, string] = [svc[0], rotated.body.client_secret]
+      t.equal((await post(checking, '/token', cc, renewed)).status, 200, 'the new secret works')
+
+      t.equal((await admin(changing, 'PATCH', `/admin/clients/${rs[0]}`, { resource_identifiers: [] })).status, 200)
+      t.same(await introspect(checking, access_token, rs), { active: false }, 'a resource server that no longer serves the audience')
+      t.equal((await admin(changing, 'PATCH', `/admin/clients/${rs[0]}`, { resource_identifiers: [API] })).status, 200)
+      t.equal((await introspect(checking, access_token, rs)).active, true, 'and serves it again')
+
+      t.equal((await admin(changing, 'PATCH', `/admin/clients/${svc[0]}`, { grant_types: ['password'] })).status, 200)
+      t.equal((await post(checking, '/token', cc, renewed)).body?.error, 'unauthorized_client', 'a grant type taken away')
+
+      t.equal((await admin(changing, 'DELETE', `/admin/clients/${svc[0]}`)).status, 204)
+      t.equal((await post(checking, '/token', cc, renewed)).status, 401, 'a deleted client cannot authenticate')
+      t.same(await introspect(checking, access_token, rs), { active: false }, "a deleted client's token")
+    }
+  })
+
+  t.test("a user disabled, enabled or deleted on one instance: the user's tokens follow on the other at once", async (t) => {
+    const made = await admin(b, 'POST', '/admin/users', { username: 'jack', password: 'jack password' })
+    const jack = (srv: ServerProcess) => tokens(srv, { grant_type: 'password', username: 'jack', password: 'jack password' }, app)
+    const pw = await jack(a)
+    t.equal((await introspect(b, pw.access_token, rs)).active, true)
+    t.equal((await admin(a, 'PATCH', `/admin/users/${made.body.id}`, { disabled: true })).status, 200)
+    t.same(await introspect(b, pw.access_token, rs), { active: false }, 'disabled')
+    t.equal((await admin(b, 'PATCH', `/admin/users/${made.body.id}`, { disabled: false })).status, 200)
+    t.equal((await introspect(a, pw.access_token, rs)).active, true, 'enabled again')
+    t.equal((await admin(b, 'DELETE', `/admin/users/${made.body.id}`)).status, 204)
+    t.same(await introspect(a, pw.access_token, rs), { active: false }, 'deleted')
   })
 
   // Last: the emergency rotation ends the admin token too.

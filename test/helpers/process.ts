@@ -31,13 +31,19 @@ export function spawnServer(t: Teardown, env: Record<string, string>): Promise<S
   child.stderr!.on('data', (d: Buffer) => {
     stderr += d.toString()
   })
+  let stopping = false
   const stop = async () => {
+    stopping = true
     if (child.exitCode !== null || child.signalCode !== null) return
     const exited = new Promise((resolve) => child.once('exit', resolve))
     child.kill('SIGTERM')
     await exited
   }
   t.teardown(stop)
+  // A server that dies on its own mid-test says why, instead of leaving only "connection refused".
+  child.once('exit', (code, signal) => {
+    if (!stopping) process.stderr.write(`tessera serve exited unexpectedly (code ${code}, signal ${signal})\n${stderr}\n`)
+  })
   return new Promise((resolve, reject) => {
     let url: string | undefined
     let adminUrl: string | undefined

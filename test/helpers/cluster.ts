@@ -1,0 +1,107 @@
+// Talking to several Tessera processes over one database, for the cluster tests: the same calls
+// as test/helpers/server.ts makes, aimed at whichever instance the test names.
+import { basic } from './server.js'
+import type { ServerProcess } from './process.js'
+
+export type Credentials = [string, string]
+
+export interface Answer {
+  status: number
+  headers: Headers
+  body: any
+}
+
+async function answer(res: Response): Promise<Answer> {
+  const text = await res.text()
+  let body: unknown
+  try {
+    body = text === '' ? undefined : JSON.parse(text)
+  } catch {
+    body = text
+  }
+  return { status: res.status, headers: res.headers, body }
+}
+
+/** An instance's public and admin base URLs: a spawned process, or anything else that listens. */
+export type Instance = Pick<ServerProcess, 'url' | 'adminUrl'>
+
+export class Cluster {
+  private adminToken: string | undefined
+
+  constructor(private readonly adminCredentials: Credentials) {}
+
+  async post(srv: Instance, path: string, form: Record<string, string>, auth: Credentials): Promise<Answer> {
+    const res = await fetch(`${srv.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(...auth) },
+      body: new URLSearchParams(form).toString(),
+    })
+    return answer(res)
+  }
+
+  /** A successful token response, or a thrown error. */
+  async tokens(srv: Instance, form: Record<string, string>, auth: Credentials): Promise<{ access_token: string; refresh_token: string }> {
+    const r = await this.post(srv, '/token', form, auth)
+    if (r.status !== 200) throw new Error(`token: ${r.status} ${JSON.stringify(r.body)}`)
+    return r.body
+  }
+
+  async admin(srv: Instance, method: string, path: string, body?: unknown): Promise<Answer> {
+    this.adminToken ??= (await this.tokens(srv, { grant_type: 'client_credentials', scope: 'admin' }, this.adminCredentials)).access_token
+    const res = await fetch(`${srv.adminUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${this.adminToken}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    })
+    return answer(res)
+  }
+
+  async createClient(srv: Instance, settings: Record<string, unknown>): Promise<Credentials> {
+    const r = await this.admin(srv, 'POST', '/admin/clients', { name: 'cluster client', scopes: ['read'], ...settings })
+    if (r.status !== 201) throw new Error(`create client: ${r.status} ${JSON.stringify(r.body)}`)
+    return [r.body.client_id, r.body.client_secret]
+  }
+
+  async introspect(srv: Instance, token: string, auth: Credentials): Promise<{ active: boolean }> {
+    const r = await this.post(srv, '/introspect', { token }, auth)
+    if (r.status !== 200) throw new Error(`introspect: ${r.status} ${JSON.stringify(r.body)}`)
+    return r.body
+  }
+
+  async revoke(srv: Instance, token: string, auth: Credentials): Promise<void> {
+    const r = await this.post(srv, '/revoke', { token }, auth)
+    if (r.status !== 200) throw new Error(`revoke: ${r.status} ${JSON.stringify(r.body)}`)
+  }
+
+  /** What the instance's /readyz says of its view: 'leased' when it answers from memory. */
+  async viewState(srv: Instance): Promise<string | undefined> {
+    try {
+      const res = await fetch(`${srv.url}/readyz`)
+      return ((await res.json()) as { view?: string }).view
+    } catch {
+      return undefined
+    }
+  }
+
+  /** Waits until the instance holds its lease; false if it did not within `ms`. */
+  async leased(srv: Instance, ms = 10_000): Promise<boolean> {
+    const until = Date.now() + ms
+    while (Date.now() < until) {
+      if ((await this.viewState(srv)) === 'leased') return true
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    return false
+  }
+}
+
+/** The cluster's calls as plain functions, for tests that use many of them. */
+export function bind(cluster: Cluster) {
+  return {
+    post: cluster.post.bind(cluster),
+    tokens: cluster.tokens.bind(cluster),
+    admin: cluster.admin.bind(cluster),
+    createClient: cluster.createClient.bind(cluster),
+    introspect: cluster.introspect.bind(cluster),
+    revoke: cluster.revoke.bind(cluster),
+  }
+}
