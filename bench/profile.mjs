@@ -79,7 +79,7 @@ try {
     .filter((f) => statSync(f).mtimeMs >= started)
     .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0]
   if (newest === undefined) throw new Error('no profile written')
-  summarise(JSON.parse(readFileSync(newest, 'utf8')))
+  summarise(JSON.parse(readFileSync(newest, 'utf8')), seconds)
   console.log(`profile: ${newest}`)
 } finally {
   await stopAll()
@@ -87,11 +87,16 @@ try {
   await admin.end()
 }
 
-function summarise(profile) {
+/** Self time per function over the last `seconds` of the profile: the load, not the start-up. */
+function summarise(profile, seconds) {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]))
   const self = new Map()
   const deltas = profile.timeDeltas
+  const from = profile.endTime - seconds * 1e6
+  let at = profile.startTime
   for (let i = 0; i < profile.samples.length; i++) {
+    at += deltas[i] ?? 0
+    if (at < from) continue
     const id = profile.samples[i]
     self.set(id, (self.get(id) ?? 0) + (deltas[i] ?? 0))
   }

@@ -23,6 +23,14 @@ export const REDACT_PATHS = [
   '*.authorization',
 ]
 
+/**
+ * A pino logger with redaction. By default it writes to stdout asynchronously: under load the
+ * lines of many requests go out in one write instead of one system call each, and pino flushes
+ * what is pending when the process exits.
+ */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  return pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination)
+  return pino(
+    { level, redact: { paths: REDACT_PATHS, censor: '[redacted]' } },
+    destination ?? pino.destination({ dest: 1, sync: false }),
+  )
 }
