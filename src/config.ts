@@ -31,6 +31,8 @@ export interface Config {
   /** The longest such delay, in seconds. */
   loginMaxDelay: number
   logLevel: string
+  /** How long a shutdown waits for connections to finish before destroying them, in seconds. */
+  shutdownTimeout: number
 }
 
 export class ConfigError extends Error {
@@ -108,6 +110,7 @@ export function loadConfig(env: Env = process.env): Config {
     loginFreeFailures: int(env, 'LOGIN_FREE_FAILURES', 5, 1, 1000),
     loginMaxDelay: int(env, 'LOGIN_MAX_DELAY', 900, 1, 86_400),
     logLevel: str(env, 'LOG_LEVEL') ?? 'info',
+    shutdownTimeout: int(env, 'SHUTDOWN_TIMEOUT', 10, 1, 3600),
   }
 }
 

@@ -42,7 +42,11 @@ async function serve(): Promise<void> {
     closing = true
     log.info({ signal }, 'shutting down')
     server.close().then(
-      () => process.exit(0),
+      ({ destroyed }) => {
+        log.info({ destroyed }, 'shut down')
+        // Not 0 when connections had to be cut off: the shutdown was not clean.
+        process.exit(destroyed === 0 ? 0 : 1)
+      },
       (err: unknown) => {
         log.error({ err }, 'shutdown failed')
         process.exit(1)
