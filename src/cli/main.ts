@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig } from '../config.js'
+import { exitWhenIdle } from '../exit.js'
 import { runAdminCommand } from './admin.js'
 
 // The server's modules (database drivers, fastify, argon2) are loaded only by the commands that
@@ -45,11 +46,11 @@ async function serve(): Promise<void> {
       ({ destroyed }) => {
         log.info({ destroyed }, 'shut down')
         // Not 0 when connections had to be cut off: the shutdown was not clean.
-        process.exit(destroyed === 0 ? 0 : 1)
+        exitWhenIdle(destroyed === 0 ? 0 : 1)
       },
       (err: unknown) => {
         log.error({ err }, 'shutdown failed')
-        process.exit(1)
+        exitWhenIdle(1)
       },
     )
   }
@@ -102,6 +103,7 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof ConfigError) process.stderr.write(`tessera: ${err.message}\n`)
     else process.stderr.write(`tessera: ${err instanceof Error ? err.message : String(err)}\n`)
-    process.exitCode = 1
+    // Not just exitCode: a handle left open must not keep a failed command from ending.
+    exitWhenIdle(1)
   },
 )
