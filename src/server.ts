@@ -87,6 +87,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     await bootstrapAdmin(tessera, config, opts.announce ?? ((text) => process.stderr.write(text)))
     await tessera.start()
 
+    // Under node:cluster every worker's n-th listen on port 0 gets the same port (WEB_CONCURRENCY):
+    // the public listener first, then the admin one, in every worker.
     const publicApp = await buildPublicApp(tessera)
     apps.push({ app: publicApp, drain: drainable(publicApp.server) })
     await publicApp.listen({ host: config.host, port: config.port })

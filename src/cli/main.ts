@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster'
 import { ConfigError, loadConfig } from '../config.js'
 import { exitWhenIdle } from '../exit.js'
 import { runAdminCommand } from './admin.js'
@@ -34,6 +35,7 @@ stdin or a prompt. \`tessera <client|user|keys> --help\` lists a group's command
 
 async function serve(): Promise<void> {
   const config = loadConfig()
+  if (config.webConcurrency > 1 && cluster.isPrimary) return (await import('../cluster.js')).runPrimary(config)
   const { createLogger, startServer } = await serverModules()
   const log = createLogger(config.logLevel)
   const server = await startServer(config, { log })
@@ -56,6 +58,7 @@ async function serve(): Promise<void> {
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
+  if (cluster.isWorker) (await import('../cluster.js')).announceReady()
 }
 
 async function runMigrations(): Promise<void> {
@@ -103,7 +106,7 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof ConfigError) process.stderr.write(`tessera: ${err.message}\n`)
     else process.stderr.write(`tessera: ${err instanceof Error ? err.message : String(err)}\n`)
-    // Not just exitCode: a handle left open must not keep a failed command from ending.
+    // Not just exitCode: a cluster worker that failed to start would wait on its primary forever.
     exitWhenIdle(1)
   },
 )
