@@ -12,7 +12,9 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     // Token requests are small; a large body is a mistake or an attack.
     bodyLimit: 64 * 1024,
-    return503OnClosing: true,
+    // The shutdown drains the listeners before it closes the apps (src/server.ts); a request that
+    // arrives during the drain on a connection already open is answered, with Connection: close.
+    return503OnClosing: false,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     // Errors the router raises itself (an undecodable path, an overlong parameter) take the
     // same §5.2 shape as every other error.

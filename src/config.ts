@@ -1,5 +1,7 @@
 // The environment, parsed once into a typed Config. Every variable is documented in .env.example.
 
+import { availableParallelism } from 'node:os'
+
 export type SigningAlg = 'ES256' | 'EdDSA' | 'RS256' | 'PS256'
 export const SIGNING_ALGS: readonly SigningAlg[] = ['ES256', 'EdDSA', 'RS256', 'PS256']
 
@@ -37,6 +39,10 @@ export interface Config {
   /** The longest such delay, in seconds. */
   loginMaxDelay: number
   logLevel: string
+  /** How long a shutdown waits for connections to finish before destroying them, in seconds. */
+  shutdownTimeout: number
+  /** Worker processes (node:cluster); 1 serves from this process, with no cluster. */
+  webConcurrency: number
 }
 
 export class ConfigError extends Error {
@@ -100,6 +106,13 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const issuer = str(env, 'ISSUER') ?? (port === 0 ? undefined : `http://localhost:${port}`)
   if (issuer !== undefined) validateIssuer(issuer)
+  const webConcurrency = workers(env)
+  if (databaseUrl === undefined && (webConcurrency > 1 || str(env, 'WEB_CONCURRENCY') === 'auto')) {
+    throw new ConfigError(
+      `WEB_CONCURRENCY=${str(env, 'WEB_CONCURRENCY')} needs DATABASE_URL: the embedded database (PGlite) can be ` +
+        'opened by one process only; set DATABASE_URL to run several workers, or WEB_CONCURRENCY=1',
+    )
+  }
   return {
     host: str(env, 'HOST') ?? '127.0.0.1',
     port,
@@ -125,6 +138,20 @@ export function loadConfig(env: Env = process.env): Config {
     loginFreeFailures: int(env, 'LOGIN_FREE_FAILURES', 5, 1, 1000),
     loginMaxDelay: int(env, 'LOGIN_MAX_DELAY', 900, 1, 86_400),
     logLevel: str(env, 'LOG_LEVEL') ?? 'info',
+    shutdownTimeout: int(env, 'SHUTDOWN_TIMEOUT', 10, 1, 3600),
+    webConcurrency,
+  }
+}
+
+// More would mostly add database connections (a pool of up to 10 each), not throughput.
+const MAX_WORKERS = 64
+
+function workers(env: Env): number {
+  if (str(env, 'WEB_CONCURRENCY') === 'auto') return Math.min(availableParallelism(), MAX_WORKERS)
+  try {
+    return int(env, 'WEB_CONCURRENCY', 1, 1, MAX_WORKERS)
+  } catch {
+    throw new ConfigError(`WEB_CONCURRENCY must be a whole number from 1 to ${MAX_WORKERS} or "auto", got "${str(env, 'WEB_CONCURRENCY')}"`)
   }
 }
 

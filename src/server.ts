@@ -1,12 +1,14 @@
 import { randomBytes } from 'node:crypto'
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildAdminApp, buildPublicApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { parseKeyEncryptionKey, type Config } from './config.js'
 import { openDatabase } from './db/connect.js'
 import { migrate } from './db/migrate.js'
+import { drainable, type Drain } from './http/drain.js'
 import { createLogger } from './log.js'
 import { createTessera, type Tessera } from './tessera.js'
 
@@ -14,7 +16,8 @@ export interface RunningServer {
   url: string
   adminUrl: string
   tessera: Tessera
-  close(): Promise<void>
+  /** The shutdown (see startServer). `destroyed`: connections cut off at the deadline. */
+  close(): Promise<{ destroyed: number }>
 }
 
 export interface StartOptions {
@@ -53,16 +56,31 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     timeoutMs: config.databaseTimeoutMs,
     log,
   })
-  const closers: Array<() => Promise<void> | void> = [() => database.close()]
+  let tessera: Tessera | undefined
+  const apps: Array<{ app: FastifyInstance; drain: Drain }> = []
+  // The shutdown, in order; also what a failed start undoes, so each step allows for the parts
+  // not made yet. Each step starts when the one before has finished.
   const close = async () => {
-    for (const c of closers.reverse()) await c()
+    // 1. Both listeners stop accepting, answer what is in flight and close every connection,
+    //    within SHUTDOWN_TIMEOUT.
+    const cut = await Promise.all(apps.map(({ drain }) => drain(config.shutdownTimeout * 1000)))
+    const destroyed = cut.reduce((a, b) => a + b, 0)
+    if (destroyed > 0) log.warn({ destroyed }, 'connections still open at the shutdown deadline were destroyed')
+    // 2. fastify's own onClose hooks (its server is closed already).
+    for (const { app } of apps) await app.close()
+    // 3. The lease (given up, so that no writer waits for it), the change feed, the key schedule
+    //    and housekeeping; waits for a key tick under way.
+    await tessera?.stop()
+    // 4. The database, last: every step before may still use it.
+    await database.close()
+    return { destroyed }
   }
   try {
     const { applied } = await migrate(database.db)
     if (applied.length > 0) log.info({ applied }, 'migrations applied')
     const kek = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir)
     let issuer = config.issuer
-    const tessera = createTessera({
+    tessera = createTessera({
       config,
       database,
       clock,
@@ -75,10 +93,11 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     })
     await bootstrapAdmin(tessera, config, opts.announce ?? ((text) => process.stderr.write(text)))
     await tessera.start()
-    closers.push(() => tessera.stop())
 
+    // Under node:cluster every worker's n-th listen on port 0 gets the same port (WEB_CONCURRENCY):
+    // the public listener first, then the admin one, in every worker.
     const publicApp = await buildPublicApp(tessera)
-    closers.push(() => publicApp.close())
+    apps.push({ app: publicApp, drain: drainable(publicApp.server) })
     await publicApp.listen({ host: config.host, port: config.port })
     const port = (publicApp.server.address() as { port: number }).port
     issuer ??= `http://localhost:${port}`
@@ -86,7 +105,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     log.info({ url, issuer, backend: database.backend }, 'listening')
 
     const adminApp = await buildAdminApp(tessera)
-    closers.push(() => adminApp.close())
+    apps.push({ app: adminApp, drain: drainable(adminApp.server) })
     await adminApp.listen({ host: config.adminHost, port: config.adminPort })
     const adminUrl = `http://${urlHost(config.adminHost)}:${(adminApp.server.address() as { port: number }).port}`
     log.info({ adminUrl }, 'listening')

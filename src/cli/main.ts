@@ -1,5 +1,7 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster'
 import { ConfigError, loadConfig } from '../config.js'
+import { exitWhenIdle } from '../exit.js'
 import { runAdminCommand } from './admin.js'
 
 // The server's modules (database drivers, fastify, argon2) are loaded only by the commands that
@@ -33,6 +35,7 @@ stdin or a prompt. \`tessera <client|user|keys> --help\` lists a group's command
 
 async function serve(): Promise<void> {
   const config = loadConfig()
+  if (config.webConcurrency > 1 && cluster.isPrimary) return (await import('../cluster.js')).runPrimary(config)
   const { createLogger, startServer } = await serverModules()
   const log = createLogger(config.logLevel)
   const server = await startServer(config, { log })
@@ -42,15 +45,21 @@ async function serve(): Promise<void> {
     closing = true
     log.info({ signal }, 'shutting down')
     server.close().then(
-      () => process.exit(0),
+      ({ destroyed }) => {
+        log.info({ destroyed }, 'shut down')
+        // 0 even when connections had to be cut off at the deadline: the stop that was asked
+        // for happened, and a supervisor must not take it for a crash (the warning says why).
+        exitWhenIdle(0)
+      },
       (err: unknown) => {
         log.error({ err }, 'shutdown failed')
-        process.exit(1)
+        exitWhenIdle(1)
       },
     )
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
+  if (cluster.isWorker) (await import('../cluster.js')).announceReady()
 }
 
 async function runMigrations(): Promise<void> {
@@ -98,6 +107,7 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof ConfigError) process.stderr.write(`tessera: ${err.message}\n`)
     else process.stderr.write(`tessera: ${err instanceof Error ? err.message : String(err)}\n`)
-    process.exitCode = 1
+    // Not just exitCode: a cluster worker that failed to start would wait on its primary forever.
+    exitWhenIdle(1)
   },
 )

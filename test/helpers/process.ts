@@ -11,6 +11,8 @@ export interface ServerProcess {
   child: ChildProcess
   /** Every log line so far, parsed. */
   logs: any[]
+  /** Everything written to stderr so far. */
+  stderr(): string
   stop(): Promise<void>
 }
 
@@ -64,7 +66,7 @@ export function spawnServer(t: Teardown, env: Record<string, string>): Promise<S
       if (entry.msg === 'listening' && entry.adminUrl) adminUrl = entry.adminUrl
       if (url !== undefined && adminUrl !== undefined) {
         clearTimeout(timer)
-        resolve({ url, adminUrl, child, logs, stop })
+        resolve({ url, adminUrl, child, logs, stderr: () => stderr, stop })
         url = undefined
       }
     })
