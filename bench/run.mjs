@@ -63,16 +63,26 @@ const SERVER_KINDS = [
   { id: 'argon2', side: 'peer', label: 'argon2.verify ceiling (peer)' },
 ]
 
-const settings = {
-  duration: positive('BENCH_DURATION', 10),
-  warmup: positive('BENCH_WARMUP', 2),
-  connections: positive('BENCH_CONNECTIONS', 50, { integer: true }),
-  rounds: positive('BENCH_ROUNDS', 3, { integer: true }),
-  tesseraLogLevel: process.env.BENCH_TESSERA_LOG_LEVEL || 'warn',
-  out: process.env.BENCH_OUT === '-' ? undefined : (process.env.BENCH_OUT || join(root, 'bench', 'results.md')),
-  scenarios: subset('BENCH_SCENARIOS', ALL_SCENARIOS.map((s) => s.id)),
-  servers: subset('BENCH_SERVERS', SERVER_KINDS.map((k) => k.id)),
-  argon2Threads: Math.max(4, os.availableParallelism()),
+function readSettings() {
+  return {
+    duration: positive('BENCH_DURATION', 10),
+    warmup: positive('BENCH_WARMUP', 2),
+    connections: positive('BENCH_CONNECTIONS', 50, { integer: true }),
+    rounds: positive('BENCH_ROUNDS', 3, { integer: true }),
+    tesseraLogLevel: process.env.BENCH_TESSERA_LOG_LEVEL || 'warn',
+    out: process.env.BENCH_OUT === '-' ? undefined : (process.env.BENCH_OUT || join(root, 'bench', 'results.md')),
+    scenarios: subset('BENCH_SCENARIOS', ALL_SCENARIOS.map((s) => s.id)),
+    servers: subset('BENCH_SERVERS', SERVER_KINDS.map((k) => k.id)),
+    argon2Threads: Math.max(4, os.availableParallelism()),
+  }
+}
+
+let settings
+try {
+  settings = readSettings()
+} catch (err) {
+  process.stderr.write(`bench: ${err.message}\n`)
+  process.exit(2)
 }
 
 const log = (text) => process.stderr.write(`${text}\n`)
@@ -595,6 +605,7 @@ async function main() {
   const sections = []
   const failures = []
   let peerVersion
+  let argon2Options
   for (const { scenario, kinds: scenarioKinds } of plan) {
     log(`\n== ${scenario.id}: ${scenario.title}`)
     const targets = []
@@ -605,6 +616,7 @@ async function main() {
         if (target.load) await probe(target)
         log(`  started ${kind.id} and set it up in ${((performance.now() - t) / 1000).toFixed(1)} s`)
         if (kind.id === 'oidc-provider') peerVersion = target.server.oidcProviderVersion
+        if (kind.id === 'argon2') argon2Options = target.server.options
         target.rounds = []
         targets.push(target)
       }
@@ -645,6 +657,10 @@ async function main() {
   const minutes = ((Date.now() - started) / 60000).toFixed(1)
   const footer = [`Total time ${minutes} min; load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}.`]
   if (peerVersion) header.push(`- peer: node-oidc-provider ${peerVersion} (in-memory adapter, separate process; bench/reference-server.mjs)`)
+  if (argon2Options) {
+    const o = argon2Options
+    header.push(`- password peer: argon2.verify ceiling, ${o.type} m=${o.memoryCost} t=${o.timeCost} p=${o.parallelism} (Tessera's ARGON2_OPTIONS), ${settings.argon2Threads} threads`)
+  }
   const banner =
     failures.length === 0
       ? []
