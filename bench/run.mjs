@@ -505,7 +505,7 @@ function summarize(scenario, row, peerRow) {
 }
 
 const fmt = (n, digits = 0) => (n === undefined || Number.isNaN(n) ? '–' : n.toFixed(digits))
-const ms = (n) => (n === undefined ? '–' : n < 1 ? '<1' : n < 10 ? fmt(n, 1) : fmt(n))
+const ms = (n) => (n === undefined ? '–' : n < 1 ? fmt(n, 2) : n < 10 ? fmt(n, 1) : fmt(n))
 const mb = (bytes) => fmt(bytes / 2 ** 20)
 
 function scenarioTable(scenario, summaries, peerState) {
@@ -541,29 +541,32 @@ function scenarioTable(scenario, summaries, peerState) {
 
 const LEGEND = `## How to read this
 
-- Each server is its own process (a node:cluster primary and its workers for WEB_CONCURRENCY=2), on
-  loopback; the load generator (autocannon, in the harness's own process) drives one server at a
-  time with the same connection count. For each scenario the servers run once per round, in an order
-  that alternates from round to round (ours then the peer, then the peer then ours), each run
-  preceded by its own warm-up; every number is the **median over the rounds**.
-- **req/s**: answered requests per second (min–max over the rounds: how noisy the machine was).
-  **p50 / p99**: latency under this load, in ms (autocannon's resolution is 1 ms; "<1" is below it).
-- **errors**: over the measured runs, non-2xx answers, connection errors and timeouts, and 2xx
+- Each server is its own process (for WEB_CONCURRENCY=2 a node:cluster primary and its workers),
+  on loopback; the load generator (autocannon, in the harness's own process) drives one server at a
+  time with the same connection count. For each scenario every server runs once per round, in an
+  order that alternates from round to round (ours then the peer, then the peer then ours). A run is
+  one continuous load; the first seconds are warm-up, the rest is measured. Every number is the
+  **median over the rounds**.
+- **req/s**: answered requests per second in the measured window (min–max over the rounds: how
+  noisy the machine was). **p50 / p99**: latency of the answers at this concurrency, in ms (for the
+  argon2 ceiling: one verify, queue included).
+- **errors**: in the measured windows, non-2xx answers, connection errors and timeouts, and 2xx
   answers whose body lacks the expected text. Any error anywhere (warm-ups included) makes the run
   exit non-zero with a banner; such numbers are not comparable.
 - **CPU ms/req**: user + system CPU of the server's whole process tree (from /proc), per answered
-  request. It moves less than req/s when the machine is shared. On Postgres the database's own CPU is
-  spent in \`postgres\` and is not counted; embedded, PGlite runs inside Tessera's process.
-- **peak RSS**: the largest resident set (VmHWM) during the measured run (reset before it); for
-  several processes, their peaks summed (Σ) and the largest. A "*" marks a peak since the process
-  started, where it could not be reset.
-- **req/s ÷ peer**, **CPU/req ÷ peer**: computed per round against the peer's run of the same round,
-  then the median over rounds. req/s ÷ peer > 1: Tessera answers more; CPU/req ÷ peer > 1: Tessera
-  spends more CPU per request. For \`password\` the peer is the argon2.verify ceiling: the fraction
-  of it Tessera reaches. "n/a, no peer": the peer cannot do this.
+  request; it moves less than req/s when the machine is shared. On Postgres the database's own CPU
+  is spent in \`postgres\` and is not counted; embedded, PGlite runs inside Tessera's process.
+- **peak RSS**: the largest resident set (VmHWM, reset when the window opens) during the measured
+  window; for several processes, their peaks summed (Σ), the largest, and how many. A "*" marks a
+  peak since the process started, where it could not be reset.
+- **req/s ÷ peer**, **CPU/req ÷ peer**: Tessera's value over the peer's in the same round, then
+  the median over rounds. req/s ÷ peer > 1: Tessera answers more; CPU/req ÷ peer > 1: Tessera spends
+  more CPU per request. For \`password\` the peer is the argon2.verify ceiling, and the ratio is the
+  fraction of it Tessera reaches. "n/a, no peer": the peer cannot do this.
 - Both sides sign ES256 JWT access tokens. Tessera runs with LOG_LEVEL=warn (at info it logs a line
-  per request; oidc-provider logs nothing). With 2 cores the load generator competes with the
-  server for CPU: compare rows, not absolute numbers across machines.
+  per request; oidc-provider logs nothing). On 2 cores the load generator competes with the server
+  for CPU (the progress lines on stderr show both shares): compare rows within a report, not
+  numbers across machines.
 `
 
 // ---------------------------------------------------------------------------------------------
