@@ -1,0 +1,162 @@
+// What `npm run bench` measures: one entry per scenario. Adding a scenario is adding an entry.
+//
+// An entry:
+//   id        the name in BENCH_SCENARIOS and in the report
+//   title     one line for the report
+//   peer      what Tessera's ratio is taken against: 'oidc-provider' (then `reference` is
+//             required), 'argon2' (the argon2.verify ceiling, bench/argon2-ceiling.mjs), or
+//             undefined: no peer, the rows show "n/a, no peer"
+//   peerNote  (optional) what the peer does differently, printed under the table
+//   tessera   async (t) => Load, given one Tessera (see `tesseraSetup` in bench/run.mjs: its
+//             url, `client({ grant_types })` → { client_id, client_secret, auth }, `user()` →
+//             { username, password }, `token(auth, params)` → the token endpoint's JSON answer)
+//   reference async (p) => Load, given oidc-provider (see `referenceSetup`: url, tokenPath,
+//             introspectionPath, jwksPath, `auth` of its one client, `token(params)`)
+//
+// A Load is the request every autocannon connection sends, and what a good answer contains:
+//   { method, path, headers, body, expect }
+// A 2xx answer whose body does not contain `expect` counts as an error ("bad body"), as do
+// non-2xx answers, connection errors and timeouts. For a request that changes from one call to the
+// next (same method and path), add
+//   perRequest(state) => { headers?, body? }   the next request's headers and body (either one
+//                                               left out: the Load's); called for every request
+//   onResponse(status, body, state)            (optional) sees each answer of the connection,
+//                                               before its next request is built
+//   seeds(n)                                   (optional) async, called before every run for one
+//                                               starting state per connection; else {}
+// `state` belongs to one connection and lasts for the whole run (warm-up and measured window).
+//
+// Still to come (a later change): `client_credentials_dpop` (perRequest signs a fresh DPoP proof
+// into the headers) and `client_credentials_private_key_jwt` (perRequest puts a client assertion
+// with a fresh jti into the body): entries of this same shape, with no seeds and no onResponse.
+
+export const SCOPE = 'api:read'
+export const RESOURCE = 'https://api.example'
+export const FORM = 'application/x-www-form-urlencoded'
+
+export const form = (params) => new URLSearchParams(params).toString()
+export const basic = (id, secret) =>
+  `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`
+
+/** Runs `task` for 0..n-1, at most `limit` at a time, in order of the results. */
+async function inBatches(n, limit, task) {
+  const results = new Array(n)
+  let next = 0
+  const worker = async () => {
+    while (next < n) {
+      const i = next++
+      results[i] = await task(i)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, n) }, worker))
+  return results
+}
+
+const ccBody = form({ grant_type: 'client_credentials', scope: SCOPE, resource: RESOURCE })
+
+export const scenarios = [
+  {
+    id: 'client_credentials',
+    title: 'client_credentials token issuance: POST token endpoint, Basic auth, scope + resource → ES256 JWT',
+    peer: 'oidc-provider',
+    async tessera(t) {
+      const c = await t.client({ grant_types: ['client_credentials'] })
+      return { method: 'POST', path: '/token', headers: { authorization: c.auth, 'content-type': FORM }, body: ccBody, expect: '"access_token":"eyJ' }
+    },
+    async reference(p) {
+      // `resource` makes oidc-provider issue an ES256 JWT too (accessTokenFormat 'jwt').
+      return { method: 'POST', path: p.tokenPath, headers: { authorization: p.auth, 'content-type': FORM }, body: ccBody, expect: '"access_token":"eyJ' }
+    },
+  },
+  {
+    id: 'introspection',
+    title: 'introspection of a live access token by its own client',
+    peer: 'oidc-provider',
+    peerNote:
+      'oidc-provider introspects an opaque token (an in-memory lookup): it refuses to introspect JWTs. ' +
+      "Tessera verifies its JWT and reads the token's status and the caller's client record from the database.",
+    async tessera(t) {
+      const c = await t.client({ grant_types: ['client_credentials'] })
+      const { access_token: jwt } = await t.token(c.auth, { grant_type: 'client_credentials', scope: SCOPE, resource: RESOURCE })
+      return {
+        method: 'POST',
+        path: '/introspect',
+        headers: { authorization: c.auth, 'content-type': FORM },
+        body: form({ token: jwt }),
+        expect: '"active":true',
+      }
+    },
+    async reference(p) {
+      // Without `resource` oidc-provider issues an opaque token: the only kind it introspects.
+      const { access_token: opaque } = await p.token({ grant_type: 'client_credentials', scope: SCOPE })
+      return {
+        method: 'POST',
+        path: p.introspectionPath,
+        headers: { authorization: p.auth, 'content-type': FORM },
+        body: form({ token: opaque }),
+        expect: '"active":true',
+      }
+    },
+  },
+  {
+    id: 'password',
+    title: 'password grant (argon2id verification), one user, client also allowed refresh_token',
+    peer: 'argon2',
+    peerNote:
+      'oidc-provider has no password grant. The peer row is argon2.verify alone, with the parameters Tessera uses, ' +
+      'as fast as this machine allows (a separate process, no HTTP): the ratio is the fraction of that ceiling Tessera reaches.',
+    async tessera(t) {
+      const user = await t.user()
+      const c = await t.client({ grant_types: ['password', 'refresh_token'] })
+      return {
+        method: 'POST',
+        path: '/token',
+        headers: { authorization: c.auth, 'content-type': FORM },
+        body: form({ grant_type: 'password', username: user.username, password: user.password, scope: SCOPE }),
+        expect: '"access_token":"eyJ',
+      }
+    },
+  },
+  {
+    id: 'refresh_token',
+    title: 'refresh_token grant: each connection chains its own refresh token through the rotations',
+    peerNote: 'No peer: oidc-provider issues refresh tokens only from an authorization code, which needs a browser flow.',
+    async tessera(t) {
+      const user = await t.user()
+      const c = await t.client({ grant_types: ['password', 'refresh_token'] })
+      const login = form({ grant_type: 'password', username: user.username, password: user.password, scope: SCOPE })
+      return {
+        method: 'POST',
+        path: '/token',
+        headers: { authorization: c.auth, 'content-type': FORM },
+        body: undefined,
+        expect: '"refresh_token"',
+        // A refresh token rotates on every use and a spent one revokes its family: every
+        // connection starts from a refresh token of its own, got by a login before the run
+        // (outside the measured time; four at a time, as argon2 has four threads), and sends the
+        // refresh token of each answer in its next request.
+        seeds: (n) => inBatches(n, 4, async () => ({ refreshToken: (await t.token(c.auth, login)).refresh_token })),
+        perRequest: (state) => ({ body: form({ grant_type: 'refresh_token', refresh_token: state.refreshToken }) }),
+        onResponse(status, body, state) {
+          if (status !== 200) return // counted by the harness; the chain is broken from here on
+          try {
+            state.refreshToken = JSON.parse(body).refresh_token ?? state.refreshToken
+          } catch {
+            // counted as a bad body by the harness
+          }
+        },
+      }
+    },
+  },
+  {
+    id: 'jwks',
+    title: 'GET JWK Set',
+    peer: 'oidc-provider',
+    async tessera() {
+      return { method: 'GET', path: '/jwks', headers: {}, expect: '"keys"' }
+    },
+    async reference(p) {
+      return { method: 'GET', path: p.jwksPath, headers: {}, expect: '"keys"' }
+    },
+  },
+]
