@@ -123,7 +123,7 @@ async function waitReady(url, handle, timeoutMs = 60_000) {
  * LOG_LEVEL defaults to `warn`: at `info` Tessera writes one line per request and oidc-provider
  * logs nothing, so `info` would measure pino, not OAuth.
  */
-export async function startTessera({ name, databaseUrl, dataDir, webConcurrency, logLevel = 'warn' }) {
+export async function startTessera({ name, databaseUrl, dataDir, webConcurrency, logLevel = 'warn', nodeArgs = [] }) {
   const [port, adminPort] = [await freePort(), await freePort()]
   const adminId = 'bench-admin'
   const adminSecret = randomBytes(24).toString('base64url')
@@ -142,7 +142,7 @@ export async function startTessera({ name, databaseUrl, dataDir, webConcurrency,
       ? { DATA_DIR: dataDir }
       : { DATABASE_URL: databaseUrl, KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64') }),
   }
-  const child = spawn(process.execPath, [tesseraCli, 'serve'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn(process.execPath, [...nodeArgs, tesseraCli, 'serve'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
   const handle = track(child, name)
   const url = `http://127.0.0.1:${port}`
   const adminUrl = `http://127.0.0.1:${adminPort}`
