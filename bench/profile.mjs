@@ -1,5 +1,6 @@
-// `node bench/profile.mjs [client_credentials|introspection] [seconds]`: runs Tessera on Postgres
-// under `node --cpu-prof` with autocannon load on one hot path, then prints where its CPU went:
+// `node bench/profile.mjs [client_credentials|introspection|password-flood] [seconds]`: runs
+// Tessera on Postgres under `node --cpu-prof` with autocannon load on one path (password-flood:
+// wrong passwords, from one address whose budget is lifted), then prints where its CPU went:
 // the functions with the most self time, and the same time grouped by package (our src/, each
 // dependency, node's internals, GC, idle). The .cpuprofile stays in bench/profiles/ for Chrome
 // DevTools or speedscope. Needs `npm run build` and a Postgres (DATABASE_URL or 127.0.0.1:5432).
@@ -40,6 +41,8 @@ try {
     name: 'tessera',
     databaseUrl: url.toString(),
     nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`],
+    logLevel: process.env.LOG_LEVEL ?? 'warn',
+    env: { LOGIN_ADDRESS_FAILURES: '1000000', LOGIN_FREE_FAILURES: '1000' },
   })
   const { access_token: adminToken } = await call(`${server.url}/token`, {
     method: 'POST',
@@ -49,7 +52,7 @@ try {
   const client = await call(`${server.adminUrl}/admin/clients`, {
     method: 'POST',
     headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 'profile', grant_types: ['client_credentials'], scopes: ['read'] }),
+    body: JSON.stringify({ name: 'profile', grant_types: ['client_credentials', 'password'], scopes: ['read'] }),
   })
   const auth = basic(client.client_id, client.client_secret)
   const ccBody = 'grant_type=client_credentials&scope=read'
@@ -61,7 +64,9 @@ try {
   const request =
     scenario === 'introspection'
       ? { path: '/introspect', body: `token=${token}` }
-      : { path: '/token', body: ccBody }
+      : scenario === 'password-flood'
+        ? { path: '/token', body: 'grant_type=password&username=nobody&password=guess' }
+        : { path: '/token', body: ccBody }
   const started = Date.now()
   const r = await autocannon({
     url: `${server.url}${request.path}`,

@@ -123,7 +123,7 @@ async function waitReady(url, handle, timeoutMs = 60_000) {
  * LOG_LEVEL defaults to `warn`: at `info` Tessera writes one line per request and oidc-provider
  * logs nothing, so `info` would measure pino, not OAuth.
  */
-export async function startTessera({ name, databaseUrl, dataDir, webConcurrency, logLevel = 'warn', nodeArgs = [] }) {
+export async function startTessera({ name, databaseUrl, dataDir, webConcurrency, logLevel = 'warn', nodeArgs = [], env: extraEnv = {} }) {
   const [port, adminPort] = [await freePort(), await freePort()]
   const adminId = 'bench-admin'
   const adminSecret = randomBytes(24).toString('base64url')
@@ -138,6 +138,7 @@ export async function startTessera({ name, databaseUrl, dataDir, webConcurrency,
     BOOTSTRAP_ADMIN_CLIENT_ID: adminId,
     BOOTSTRAP_ADMIN_CLIENT_SECRET: adminSecret,
     ...(webConcurrency === undefined ? {} : { WEB_CONCURRENCY: String(webConcurrency) }),
+    ...extraEnv,
     ...(databaseUrl === undefined
       ? { DATA_DIR: dataDir }
       : { DATABASE_URL: databaseUrl, KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64') }),

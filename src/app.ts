@@ -1,7 +1,7 @@
 import formbody from '@fastify/formbody'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { adminRoutes } from './http/admin.js'
-import { installErrorHandling, sendError, toOAuthError } from './http/errors.js'
+import { installErrorHandling, refusals, sendError, toOAuthError } from './http/errors.js'
 import { publicRoutes } from './http/public.js'
 import type { Tessera } from './tessera.js'
 
@@ -22,6 +22,8 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
       sendError(reply, toOAuthError(err))
     },
     routerOptions: { maxParamLength: 500 },
+    // request.ip: the TCP peer, or behind these proxies the right-most address they did not add.
+    trustProxy: t.config.trustProxy.length > 0 ? t.config.trustProxy : false,
   })
   installErrorHandling(app, t.metrics)
   app.addHook('onResponse', async (request, reply) => {
@@ -31,7 +33,13 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
     // The path only: a query string could carry what a client should not have put there.
     const path = request.url.split('?')[0]
     const ms = Math.round(reply.elapsedTime * 10) / 10
-    request.log.info({ method: request.method, url: path, status: reply.statusCode, ms }, 'request')
+    const refused = refusals.get(request)
+    request.log.info(
+      refused === undefined
+        ? { method: request.method, url: path, status: reply.statusCode, ms }
+        : { method: request.method, url: path, status: reply.statusCode, ms, error: refused.code, detail: refused.detail },
+      'request',
+    )
   })
   return app
 }

@@ -1,5 +1,6 @@
 // The environment, parsed once into a typed Config. Every variable is documented in .env.example.
 
+import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 
 export type SigningAlg = 'ES256' | 'EdDSA' | 'RS256' | 'PS256'
@@ -36,8 +37,19 @@ export interface Config {
   keyPollIntervalMs: number
   /** Failed password logins per username before further attempts are delayed. */
   loginFreeFailures: number
-  /** The longest such delay, in seconds. */
+  /** The longest such delay (of any throttle), in seconds. */
   loginMaxDelay: number
+  /** Failed password logins per network address, across usernames, before delays start. */
+  loginAddressFailures: number
+  /** Failed client authentications per client id before its failures are answered 429. */
+  clientAuthFailures: number
+  /** Failed client authentications per network address before the address is delayed. */
+  clientAuthAddressFailures: number
+  /** Proxies whose X-Forwarded-For names the client (CIDRs); empty: the TCP peer is the client. */
+  trustProxy: string[]
+  /** argon2 hashes run at once, and how many more may wait. */
+  hashConcurrency: number
+  hashQueue: number
   logLevel: string
   /** How long a shutdown waits for connections to finish before destroying them, in seconds. */
   shutdownTimeout: number
@@ -107,6 +119,9 @@ export function loadConfig(env: Env = process.env): Config {
   const issuer = str(env, 'ISSUER') ?? (port === 0 ? undefined : `http://localhost:${port}`)
   if (issuer !== undefined) validateIssuer(issuer)
   const webConcurrency = workers(env)
+  // One core is left for everything else (the event loop that signs tokens, the database), and
+  // the rest is shared among the worker processes.
+  const hashConcurrency = int(env, 'HASH_CONCURRENCY', Math.max(1, Math.floor((availableParallelism() - 1) / webConcurrency)), 1, 256)
   if (databaseUrl === undefined && (webConcurrency > 1 || str(env, 'WEB_CONCURRENCY') === 'auto')) {
     throw new ConfigError(
       `WEB_CONCURRENCY=${str(env, 'WEB_CONCURRENCY')} needs DATABASE_URL: the embedded database (PGlite) can be ` +
@@ -137,6 +152,12 @@ export function loadConfig(env: Env = process.env): Config {
     keyPollIntervalMs: int(env, 'KEY_POLL_INTERVAL_MS', 1000, 50, 60_000),
     loginFreeFailures: int(env, 'LOGIN_FREE_FAILURES', 5, 1, 1000),
     loginMaxDelay: int(env, 'LOGIN_MAX_DELAY', 900, 1, 86_400),
+    loginAddressFailures: int(env, 'LOGIN_ADDRESS_FAILURES', 50, 1, 1_000_000),
+    clientAuthFailures: int(env, 'CLIENT_AUTH_FAILURES', 20, 1, 1_000_000),
+    clientAuthAddressFailures: int(env, 'CLIENT_AUTH_ADDRESS_FAILURES', 50, 1, 1_000_000),
+    trustProxy: cidrs(env, 'TRUST_PROXY'),
+    hashConcurrency,
+    hashQueue: int(env, 'HASH_QUEUE', 4 * hashConcurrency, 0, 10_000),
     logLevel: str(env, 'LOG_LEVEL') ?? 'info',
     shutdownTimeout: int(env, 'SHUTDOWN_TIMEOUT', 10, 1, 3600),
     webConcurrency,
@@ -153,6 +174,22 @@ function workers(env: Env): number {
   } catch {
     throw new ConfigError(`WEB_CONCURRENCY must be a whole number from 1 to ${MAX_WORKERS} or "auto", got "${str(env, 'WEB_CONCURRENCY')}"`)
   }
+}
+
+/** A comma-separated list of IP addresses and CIDR blocks, each checked. */
+function cidrs(env: Env, name: string): string[] {
+  const raw = str(env, name)
+  if (raw === undefined) return []
+  const list = raw.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  for (const entry of list) {
+    const [address, prefix, extra] = entry.split('/')
+    const family = isIP(address ?? '')
+    const bits = family === 4 ? 32 : 128
+    const ok =
+      family !== 0 && extra === undefined && (prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= bits))
+    if (!ok) throw new ConfigError(`${name} must list IP addresses or CIDR blocks separated by commas, got "${entry}"`)
+  }
+  return list
 }
 
 /** RFC 8414 §2: the issuer is an https (or, for development, http) URL with no query or fragment. */

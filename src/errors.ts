@@ -10,8 +10,12 @@ export type ErrorCode =
   | 'unauthorized_client'
   | 'unsupported_grant_type'
   | 'invalid_scope'
-  // RFC 6749 §4.1.2.1, used as §5.2 JSON with 503 by most servers: the database is out of reach
+  // RFC 6749 §4.1.2.1, used as §5.2 JSON with 503 by most servers: the database is out of reach,
+  // or the password hashing queue is full
   | 'temporarily_unavailable'
+  // RFC 8628 §3.5's "slow down", with 429: too many failed attempts from this address, for this
+  // username or this client
+  | 'slow_down'
   // RFC 8707 §2
   | 'invalid_target'
   // RFC 6750 §3.1, for the admin API's bearer tokens
@@ -30,6 +34,7 @@ const STATUS: Record<ErrorCode, number> = {
   unsupported_grant_type: 400,
   invalid_scope: 400,
   temporarily_unavailable: 503,
+  slow_down: 429,
   invalid_target: 400,
   invalid_token: 401,
   insufficient_scope: 403,
@@ -48,8 +53,15 @@ export class OAuthError extends Error {
     readonly description?: string,
     /** Logged, never shown. */
     readonly detail?: string,
+    /** Seconds to wait before trying again (Retry-After), for 429 and 503. */
+    readonly retryAfter?: number,
   ) {
+    // No stack trace: an OAuthError is an answer, not a bug, and under a flood of refused
+    // requests capturing one for each was most of what refusing them cost.
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
     super(description === undefined ? code : `${code}: ${description}`)
+    Error.stackTraceLimit = limit
     this.status = STATUS[code]
   }
 }
@@ -64,4 +76,6 @@ export const invalidScope = (description: string) => new OAuthError('invalid_sco
 export const invalidTarget = (description: string) => new OAuthError('invalid_target', description)
 export const notFound = (what: string) => new OAuthError('not_found', `${what} not found`)
 export const temporarilyUnavailable = (detail?: string) =>
-  new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable; try again shortly', detail)
+  new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable; try again shortly', detail, 2)
+export const slowDown = (retryAfter: number, detail?: string) =>
+  new OAuthError('slow_down', `too many failed attempts; try again in ${retryAfter} s`, detail, retryAfter)

@@ -1,8 +1,13 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 /** Prometheus metrics of one instance, served at the admin API's /metrics. */
 export class Metrics {
   readonly registry = new Registry()
+
+  /** Where gauges read their value when scraped; the services set these once wired. */
+  readonly sources = {
+    hashQueue: (): { running: number; waiting: number } => ({ running: 0, waiting: 0 }),
+  }
 
   readonly tokensIssued = new Counter({
     name: 'tessera_tokens_issued_total',
@@ -29,6 +34,25 @@ export class Metrics {
     name: 'tessera_revocation_requests_total',
     help: 'Revocation requests answered',
     registers: [this.registry],
+  })
+
+  readonly passwordHashes = new Counter({
+    name: 'tessera_password_hashes_total',
+    help: 'argon2 work done, by operation (verify: a password checked at login; hash: a password set)',
+    labelNames: ['operation'] as const,
+    registers: [this.registry],
+  })
+
+  readonly hashQueue = new Gauge({
+    name: 'tessera_password_hash_queue',
+    help: 'argon2 hashes running and waiting in the bounded queue',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const { running, waiting } = this.sources.hashQueue()
+      this.hashQueue.set({ state: 'running' }, running)
+      this.hashQueue.set({ state: 'waiting' }, waiting)
+    },
   })
 
   readonly requestDuration = new Histogram({

@@ -12,9 +12,12 @@ import { AccessTokens } from './tokens/access-tokens.js'
 import { tokenRepository } from './tokens/repository.js'
 import { TokenService } from './tokens/service.js'
 import { TokenStatus } from './tokens/status.js'
-import { prepareDummyHash } from './users/passwords.js'
+import { PasswordHasher } from './users/passwords.js'
+import { HashQueue } from './users/hash-queue.js'
 import { UserService } from './users/service.js'
-import { LoginThrottle } from './users/throttle.js'
+import { ClientAuthThrottle } from './throttle/client-auth.js'
+import { LoginThrottle } from './throttle/login.js'
+import { throttleStore } from './throttle/store.js'
 import { changeRepository, type ChangeWriter } from './view/changes.js'
 import { ChangeFeed } from './view/feed.js'
 import { MemoryView } from './view/view.js'
@@ -60,7 +63,12 @@ export function createTessera(opts: {
   let feed: ChangeFeed | undefined
   const changes: ChangeWriter = { write: (work) => feed!.write(work) }
   const clients = new ClientService(db, clock, view, changes)
-  const users = new UserService(db, clock, changes)
+  const metrics = new Metrics()
+  const hasher = new PasswordHasher(new HashQueue(config.hashConcurrency, config.hashQueue), (operation) =>
+    metrics.passwordHashes.inc({ operation }),
+  )
+  metrics.sources.hashQueue = () => hasher.depth
+  const users = new UserService(db, clock, changes, hasher)
   const keys = new KeyManager(
     db,
     clock,
@@ -86,8 +94,12 @@ export function createTessera(opts: {
   )
   const status = new TokenStatus(db, clock, accessTokens, keys, view)
   const loginThrottle = new LoginThrottle(db, clock, {
-    freeFailures: config.loginFreeFailures,
-    maxDelay: config.loginMaxDelay,
+    user: { delay: 'doubling', free: config.loginFreeFailures, maxDelay: config.loginMaxDelay },
+    address: { delay: 'window', free: config.loginAddressFailures },
+  })
+  const clientThrottle = new ClientAuthThrottle(db, clock, {
+    client: { delay: 'doubling', free: config.clientAuthFailures, maxDelay: config.loginMaxDelay },
+    address: { delay: 'window', free: config.clientAuthAddressFailures },
   })
   let housekeeping: NodeJS.Timeout | undefined
   return {
@@ -100,21 +112,23 @@ export function createTessera(opts: {
     users,
     tokens,
     loginThrottle,
+    clientThrottle,
+    hasher,
     accessTokens,
     status,
-    metrics: new Metrics(),
+    metrics,
     view,
     feed,
     issuer: opts.issuer,
     async start() {
-      await Promise.all([keys.start(), prepareDummyHash()])
+      await Promise.all([keys.start(), hasher.prepare()])
       await feed!.start()
       housekeeping = setInterval(() => {
         const now = clock.now()
         view.prune(now.getTime())
         Promise.all([
           tokenRepository.purgeExpired(db, now),
-          LoginThrottle.purge(db, now),
+          throttleStore.purge(db, now),
           changeRepository.purge(db, CHANGE_RETENTION_SECONDS),
         ]).catch((err: unknown) => log.warn({ err }, 'housekeeping failed'))
       }, HOUSEKEEPING_INTERVAL_MS)

@@ -324,6 +324,16 @@ const userCommands: Record<string, Command> = {
       if (!ctx.json) ctx.out(`password changed for user ${userName(user)}\n`)
     },
   },
+  unlock: {
+    synopsis: 'unlock USER',
+    summary: "clear a user's failed logins and any login delay in force",
+    positionals: ['USER'],
+    async run(ctx, _values, [ref]) {
+      const user = await findUser(ctx.api, ref!)
+      await ctx.api.call('DELETE', `/admin/users/${segment(user.id)}/lockout`)
+      if (!ctx.json) ctx.out(`cleared the failed logins of user ${userName(user)}\n`)
+    },
+  },
   'revoke-tokens': {
     synopsis: 'revoke-tokens USER',
     summary: "revoke every access and refresh token issued for a user",

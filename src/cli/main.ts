@@ -24,7 +24,7 @@ const USAGE = `usage: tessera <command>
   serve                     run the server (configured by the environment; see .env.example)
   migrate                   apply database migrations and exit
   client create|list|show|rotate-secret|revoke-tokens|delete
-  user create|list|show|disable|enable|set-password|revoke-tokens|delete
+  user create|list|show|disable|enable|set-password|unlock|revoke-tokens|delete
   keys list|rotate [--immediate]
 
 Admin commands call the admin API: --admin-url (default $TESSERA_ADMIN_URL or

@@ -73,11 +73,13 @@ export interface RevokedAccessTokensTable {
   expires_at: Timestamp
 }
 
-export interface LoginThrottleTable {
-  username_key: string
+export interface ThrottleTable {
+  kind: string
+  key: string
   failures: number
-  last_failure_at: Timestamp
+  window_started_at: Timestamp
   blocked_until: Timestamp | null
+  refused: Generated<boolean>
 }
 
 export interface ChangeHeadTable {
@@ -111,7 +113,7 @@ export interface Database {
   grants: GrantsTable
   refresh_tokens: RefreshTokensTable
   revoked_access_tokens: RevokedAccessTokensTable
-  login_throttle: LoginThrottleTable
+  throttle: ThrottleTable
   change_head: ChangeHeadTable
   changes: ChangesTable
   instances: InstancesTable

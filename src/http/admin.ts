@@ -275,6 +275,29 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     return reply.code(204).send()
   })
 
+  // The user's failed-login count (src/throttle/login.ts): how many, and until when logins wait.
+  app.get<{ Params: { id: string } }>('/admin/users/:id/lockout', async (request) => {
+    const user = await t.users.find(request.params.id)
+    if (user === undefined) throw notFound('user')
+    const state = await t.loginThrottle.state(user.username)
+    const now = t.clock.now()
+    const blockedUntil = state?.blockedUntil != null && state.blockedUntil > now ? state.blockedUntil : null
+    return {
+      user_id: user.id,
+      username: user.username,
+      failures: state?.failures ?? 0,
+      locked: blockedUntil !== null,
+      locked_until: blockedUntil?.toISOString() ?? null,
+    }
+  })
+
+  app.delete<{ Params: { id: string } }>('/admin/users/:id/lockout', async (request, reply) => {
+    const user = await t.users.find(request.params.id)
+    if (user === undefined) throw notFound('user')
+    await t.loginThrottle.clear(user.username)
+    return reply.code(204).send()
+  })
+
   app.post<{ Params: { id: string } }>('/admin/users/:id/revoke-tokens', async (request, reply) => {
     if (!(await t.tokens.revokeAllForUser(request.params.id))) throw notFound('user')
     return reply.code(204).send()

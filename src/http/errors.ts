@@ -1,10 +1,7 @@
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { isDatabaseUnavailable } from '../db/errors.js'
 import { OAuthError, temporarilyUnavailable } from '../errors.js'
 import type { Metrics } from '../metrics.js'
-
-/** Seconds a client should wait before trying again after a 503. */
-const RETRY_AFTER_SECONDS = 2
 
 /** The one place where errors become HTTP: RFC 6749 §5.2 JSON, never a stack trace. */
 export function toOAuthError(err: unknown): OAuthError {
@@ -40,7 +37,7 @@ function challenge(err: OAuthError): string | undefined {
 export function sendError(reply: FastifyReply, err: OAuthError): FastifyReply {
   const www = challenge(err)
   if (www !== undefined) reply.header('www-authenticate', www)
-  if (err.status === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
+  if (err.retryAfter !== undefined) reply.header('retry-after', String(err.retryAfter))
   return reply
     .code(err.status)
     .header('cache-control', 'no-store')
@@ -48,13 +45,16 @@ export function sendError(reply: FastifyReply, err: OAuthError): FastifyReply {
     .send({ error: err.code, ...(err.description !== undefined && { error_description: err.description }) })
 }
 
+/** Why a request was refused, for its log line; kept only as long as the request. */
+export const refusals = new WeakMap<FastifyRequest, OAuthError>()
+
 export function installErrorHandling(app: FastifyInstance, metrics: Metrics): void {
   app.setErrorHandler((raw, request, reply) => {
     const err = toOAuthError(raw)
     metrics.oauthErrors.inc({ error: err.code })
-    if (err.code === 'temporarily_unavailable') request.log.warn({ detail: err.detail }, 'database unavailable')
-    else if (err.status >= 500) request.log.error({ err: raw }, 'request failed')
-    else request.log.info({ error: err.code, detail: err.detail }, 'request refused')
+    if (err.status >= 500 && err.code !== 'temporarily_unavailable') request.log.error({ err: raw }, 'request failed')
+    // The request's own log line (src/app.ts) carries the refusal: one line per request.
+    refusals.set(request, err)
     return sendError(reply, err)
   })
   app.setNotFoundHandler((_request, reply) => sendError(reply, new OAuthError('not_found', 'no such route')))

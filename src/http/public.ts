@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { invalidRequest } from '../errors.js'
+import { clientAddress } from './address.js'
 import { authenticateClient, clientCredentials } from '../oauth/client-auth.js'
 import { introspect } from '../oauth/introspection.js'
 import { Params } from '../oauth/params.js'
@@ -25,7 +26,7 @@ function noStore(reply: FastifyReply): FastifyReply {
 export function publicRoutes(app: FastifyInstance, t: Tessera): void {
   app.post('/token', async (request, reply) => {
     const params = formParams(request)
-    const response = await tokenEndpoint(t, { authorization: request.headers.authorization, params })
+    const response = await tokenEndpoint(t, { authorization: request.headers.authorization, params, address: clientAddress(request) })
     t.metrics.tokensIssued.inc({ grant_type: params.get('grant_type') })
     return noStore(reply).send(response)
   })
@@ -33,14 +34,14 @@ export function publicRoutes(app: FastifyInstance, t: Tessera): void {
   app.post('/introspect', async (request, reply) => {
     const params = formParams(request)
     const credentials = clientCredentials(request.headers.authorization, params)
-    const answer = await introspect(t, credentials, params.required('token'), t.issuer())
+    const answer = await introspect(t, { credentials, address: clientAddress(request) }, params.required('token'), t.issuer())
     t.metrics.introspections.inc({ active: String(answer.active) })
     return noStore(reply).send(answer)
   })
 
   app.post('/revoke', async (request, reply) => {
     const params = formParams(request)
-    const caller = await authenticateClient(t.clients, clientCredentials(request.headers.authorization, params))
+    const caller = await authenticateClient(t, clientCredentials(request.headers.authorization, params), clientAddress(request))
     await revoke(t, caller, params.required('token'))
     t.metrics.revocations.inc()
     return noStore(reply).code(200).send()

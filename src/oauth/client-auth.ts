@@ -1,7 +1,14 @@
 import type { Client } from '../clients/repository.js'
 import type { ClientService } from '../clients/service.js'
-import { invalidClient, invalidRequest } from '../errors.js'
+import { invalidClient, invalidRequest, slowDown } from '../errors.js'
+import type { ClientAuthThrottle } from '../throttle/client-auth.js'
 import type { Params } from './params.js'
+
+/** What authenticating a client needs. */
+export interface ClientAuthDeps {
+  clients: ClientService
+  clientThrottle: ClientAuthThrottle
+}
 
 export interface Credentials {
   clientId: string
@@ -27,15 +34,31 @@ function basicCredentials(authorization: string | undefined): Credentials | unde
   return { clientId, secret }
 }
 
-/** The client that made this request, authenticated (RFC 6749 §2.3). */
-export async function authenticateClient(clients: ClientService, creds: Credentials): Promise<Client> {
-  return requireClient(creds, await clients.authenticate(creds.clientId, creds.secret))
+/**
+ * The client that made this request from `address`, authenticated (RFC 6749 §2.3); else 401, or
+ * 429 once failures from the address or for the client id are being throttled.
+ */
+export async function authenticateClient(deps: ClientAuthDeps, creds: Credentials, address: string): Promise<Client> {
+  refuseDelayedAddress(deps, address)
+  return checkedClient(deps, creds, address, await deps.clients.authenticate(creds.clientId, creds.secret))
 }
 
-/** The client the credentials named, if they checked out; otherwise invalid_client. */
-export function requireClient(creds: Credentials, client: Client | undefined): Client {
-  if (client === undefined) throw invalidClient(`bad credentials for client ${JSON.stringify(creds.clientId)}`)
-  return client
+/** 429 for an address this instance knows to be delayed, before any credentials are looked at. */
+export function refuseDelayedAddress(deps: ClientAuthDeps, address: string): void {
+  const wait = deps.clientThrottle.addressDelay(address)
+  if (wait !== undefined) throw slowDown(wait, 'address delayed after failed client authentications')
+}
+
+/**
+ * The client the credentials named, if they checked out (`client`, from ClientService.authenticate
+ * or checkSecret); otherwise the failure is counted and answered 401, or 429 when throttled.
+ */
+export async function checkedClient(deps: ClientAuthDeps, creds: Credentials, address: string, client: Client | undefined): Promise<Client> {
+  if (client !== undefined) return client
+  const detail = `bad credentials for client ${JSON.stringify(creds.clientId)}`
+  const wait = await deps.clientThrottle.failed(creds.clientId, address)
+  if (wait !== undefined) throw slowDown(wait, detail)
+  throw invalidClient(detail)
 }
 
 /**

@@ -1,5 +1,4 @@
-import type { ClientService } from '../clients/service.js'
-import { authenticateClient, requireClient, type Credentials } from './client-auth.js'
+import { authenticateClient, checkedClient, refuseDelayedAddress, type ClientAuthDeps, type Credentials } from './client-auth.js'
 import type { TokenStatus } from '../tokens/status.js'
 import { epochSeconds } from '../clock.js'
 
@@ -23,18 +22,21 @@ export const looksLikeJwt = (token: string): boolean => COMPACT_JWS.test(token)
  * token_type_hint is not needed: the two kinds of token cannot be mistaken for each other.
  */
 export async function introspect(
-  deps: { status: TokenStatus; clients: ClientService },
-  credentials: Credentials,
+  deps: ClientAuthDeps & { status: TokenStatus },
+  request: { credentials: Credentials; address: string },
   token: string,
   issuer: string,
 ): Promise<IntrospectionResponse> {
+  const { credentials, address } = request
+  refuseDelayedAddress(deps, address)
   if (looksLikeJwt(token)) {
-    // The hot path: the caller's record comes with the token's status, in one round trip.
+    // The hot path: the caller's record comes with the token's status (from memory, or from the
+    // database in the same round trip).
     const { active: at, caller: loaded } = await deps.status.activeAccessTokenWithCaller(token, credentials.clientId)
     const caller =
       loaded === 'unread'
-        ? await authenticateClient(deps.clients, credentials)
-        : requireClient(credentials, deps.clients.checkSecret(loaded, credentials.secret))
+        ? await authenticateClient(deps, credentials, address)
+        : await checkedClient(deps, credentials, address, deps.clients.checkSecret(loaded, credentials.secret))
     if (at === undefined) return INACTIVE
     const { claims } = at
     const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud]
@@ -56,7 +58,7 @@ export async function introspect(
       token_use: 'access_token',
     }
   }
-  const caller = await authenticateClient(deps.clients, credentials)
+  const caller = await authenticateClient(deps, credentials, address)
   const rt = await deps.status.activeRefreshToken(token)
   // Refresh tokens are only ever shown to the client that holds them (RFC 6749 §10.4).
   if (rt === undefined || rt.grant.clientId !== caller.clientId) return INACTIVE

@@ -17,15 +17,15 @@ export const SUPPORTED_GRANT_TYPES: GrantType[] = [...GRANTS.values()].map((g) =
 /** The token endpoint (RFC 6749 §3.2), as the RFC orders its checks. */
 export async function tokenEndpoint(
   services: OAuthServices,
-  request: { authorization: string | undefined; params: Params },
+  request: { authorization: string | undefined; params: Params; address: string },
 ): Promise<TokenResponse> {
-  const { params } = request
+  const { params, address } = request
   const grantType = params.required('grant_type')
-  const client = await authenticateClient(services.clients, clientCredentials(request.authorization, params))
+  const client = await authenticateClient(services, clientCredentials(request.authorization, params), address)
   const grant = GRANTS.get(grantType)
   if (grant === undefined) throw new OAuthError('unsupported_grant_type', `grant_type "${grantType}" is not supported`)
   if (!client.grantTypes.includes(grant.grantType)) {
     throw new OAuthError('unauthorized_client', `this client may not use the ${grantType} grant`)
   }
-  return grant.handle({ client, params, services })
+  return grant.handle({ client, params, address, services })
 }

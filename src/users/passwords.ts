@@ -1,9 +1,10 @@
 import argon2 from 'argon2'
+import type { HashQueue, HashSlot } from './hash-queue.js'
 
 /**
  * argon2id with OWASP's recommended floor (m = 19 MiB, t = 2, p = 1): memory-hard enough that a
  * GPU farm gains little, and about 20-30 ms on one core here, so a login stays fast and a burst
- * of logins does not exhaust memory (19 MiB per hash in flight, at most libuv's 4 threads). The
+ * of logins does not exhaust memory (19 MiB per hash in flight, as many as the hash queue runs). The
  * parameters are stored in every hash, so raising them later only affects new hashes.
  */
 export const ARGON2_OPTIONS = {
@@ -13,29 +14,50 @@ export const ARGON2_OPTIONS = {
   parallelism: 1,
 } as const
 
-export const hashPassword = (password: string): Promise<string> => argon2.hash(password, ARGON2_OPTIONS)
-
 let dummyHash: Promise<string> | undefined
+const dummy = () => (dummyHash ??= argon2.hash('tessera: no such user', ARGON2_OPTIONS))
 
-/**
- * Checks a password. With no stored hash (unknown user) it verifies against a dummy hash with the
- * same parameters, so that a wrong username and a wrong password take about the same time.
- */
-export async function verifyPassword(storedHash: string | undefined, password: string): Promise<boolean> {
-  if (storedHash === undefined) {
-    dummyHash ??= hashPassword('tessera: no such user')
-    await argon2.verify(await dummyHash, password).catch(() => false)
-    return false
-  }
-  try {
-    return await argon2.verify(storedHash, password)
-  } catch {
-    return false
-  }
-}
+/** argon2 behind the bounded queue (src/users/hash-queue.ts): every hash and check takes a place in it. */
+export class PasswordHasher {
+  constructor(
+    private readonly queue: HashQueue,
+    /** Told of every hash and check, when it starts: what the metrics (and tests) count. */
+    private readonly onWork: (operation: 'hash' | 'verify') => void = () => undefined,
+  ) {}
 
-/** Warms the dummy hash at start so the first unknown-user login is not faster than the rest. */
-export function prepareDummyHash(): Promise<unknown> {
-  dummyHash ??= hashPassword('tessera: no such user')
-  return dummyHash
+  /** A place in the queue, taken before the work that leads up to a check; 503 when it is full. */
+  enter(): HashSlot {
+    return this.queue.enter()
+  }
+
+  hash(password: string): Promise<string> {
+    return this.queue.enter().run(() => {
+      this.onWork('hash')
+      return argon2.hash(password, ARGON2_OPTIONS)
+    })
+  }
+
+  /**
+   * Checks a password in the place `slot` holds. With no stored hash (unknown user) it verifies
+   * against a dummy hash with the same parameters, so that a wrong username and a wrong password
+   * take about the same time.
+   */
+  async verify(slot: HashSlot, storedHash: string | undefined, password: string): Promise<boolean> {
+    const hash = storedHash ?? (await dummy())
+    const ok = await slot.run(() => {
+      this.onWork('verify')
+      return argon2.verify(hash, password).catch(() => false)
+    })
+    return ok && storedHash !== undefined
+  }
+
+  /** Hashes running and waiting. */
+  get depth() {
+    return this.queue.depth
+  }
+
+  /** Warms the dummy hash at start so the first unknown-user login is not faster than the rest. */
+  async prepare(): Promise<void> {
+    await dummy()
+  }
 }

@@ -5,7 +5,8 @@ import type { Database } from '../db/schema.js'
 import { OAuthError } from '../errors.js'
 import { asUuid } from '../tokens/repository.js'
 import type { ChangeWriter } from '../view/changes.js'
-import { hashPassword, verifyPassword } from './passwords.js'
+import type { HashSlot } from './hash-queue.js'
+import type { PasswordHasher } from './passwords.js'
 import { userRepository, type User } from './repository.js'
 
 /** Users. Writes that can end a user's tokens go through the change feed. */
@@ -14,6 +15,7 @@ export class UserService {
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
     private readonly changes: ChangeWriter,
+    private readonly hasher: PasswordHasher,
   ) {}
 
   /**
@@ -42,20 +44,20 @@ export class UserService {
   }
 
   /**
-   * The enabled user with this username and password, or undefined. An unknown user, a disabled
-   * one and a wrong password cost one argon2 verification each, so timing tells them apart no
-   * better than the answer does.
+   * The enabled user with this username and password, or undefined; the check runs in `slot`, a
+   * place in the hashing queue. An unknown user, a disabled one and a wrong password cost one
+   * argon2 verification each, so timing tells them apart no better than the answer does.
    */
-  async authenticate(username: string, password: string): Promise<User | undefined> {
+  async authenticate(username: string, password: string, slot: HashSlot): Promise<User | undefined> {
     const user = await userRepository.findByUsername(this.db, username)
-    const ok = await verifyPassword(user?.passwordHash, password)
+    const ok = await this.hasher.verify(slot, user?.passwordHash, password)
     return ok && user !== undefined && !user.disabled ? user : undefined
   }
 
   /** A new user; a taken username (case-insensitively) is a conflict, and nothing is written. */
   async create(input: { username: string; password: string; scopes: string[] | null }): Promise<User> {
     // Hashed before any database work: argon2 is slow, and no transaction is held across it.
-    const passwordHash = await hashPassword(input.password)
+    const passwordHash = await this.hasher.hash(input.password)
     const user = await userRepository.insert(
       this.db,
       { id: randomUUID(), username: input.username, passwordHash, scopes: input.scopes },
@@ -84,7 +86,7 @@ export class UserService {
     const uuid = asUuid(id)
     // Looked up first so that an unknown id does not cost an argon2 hash.
     if (uuid === null || (await userRepository.find(this.db, uuid)) === undefined) return false
-    const passwordHash = await hashPassword(password)
+    const passwordHash = await this.hasher.hash(password)
     return this.changes.write(async (trx, change) => {
       const updated = (await userRepository.update(trx, uuid, { passwordHash }, this.clock.now())) !== undefined
       if (updated) change({ kind: 'user', subject: uuid })

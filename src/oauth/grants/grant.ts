@@ -2,7 +2,9 @@ import type { Client, GrantType } from '../../clients/repository.js'
 import type { ClientService } from '../../clients/service.js'
 import type { TokenResponse, TokenService } from '../../tokens/service.js'
 import type { UserService } from '../../users/service.js'
-import type { LoginThrottle } from '../../users/throttle.js'
+import type { ClientAuthThrottle } from '../../throttle/client-auth.js'
+import type { LoginThrottle } from '../../throttle/login.js'
+import type { PasswordHasher } from '../../users/passwords.js'
 import type { Params } from '../params.js'
 
 /** What a grant handler may use. */
@@ -11,12 +13,16 @@ export interface OAuthServices {
   users: UserService
   tokens: TokenService
   loginThrottle: LoginThrottle
+  clientThrottle: ClientAuthThrottle
+  hasher: PasswordHasher
   issuer(): string
 }
 
 export interface GrantRequest {
   client: Client
   params: Params
+  /** The network address the request came from (src/http/address.ts). */
+  address: string
   services: OAuthServices
 }
 

@@ -1,4 +1,4 @@
-import { invalidGrant } from '../../errors.js'
+import { invalidGrant, slowDown } from '../../errors.js'
 import { resolveAudiences } from '../audience.js'
 import { allowedForUser, grantScopes, parseScope } from '../scope.js'
 import type { GrantHandler } from './grant.js'
@@ -7,20 +7,24 @@ import type { GrantHandler } from './grant.js'
 export const passwordGrant: GrantHandler = {
   grantType: 'password',
   parameters: ['username', 'password', 'scope', 'resource'],
-  async handle({ client, params, services }) {
+  async handle({ client, params, services, address }) {
     const username = params.required('username')
     const password = params.required('password')
     const requested = parseScope(params.get('scope'))
     const audiences = resolveAudiences(params.all('resource'), client.audiences, services.issuer())
-    if (await services.loginThrottle.isBlocked(username)) {
-      throw invalidGrant('too many failed logins for this username; try again later')
+    // A place in the hashing queue first (503 at once when it is full, with nothing counted), then
+    // the attempt is counted before the password is checked (src/throttle/login.ts).
+    const slot = services.hasher.enter()
+    let user
+    try {
+      const refused = await services.loginThrottle.begin(username, address)
+      if (refused !== undefined) throw slowDown(refused.retryAfter, `login throttled by ${refused.reason}`)
+      user = await services.users.authenticate(username, password, slot)
+    } finally {
+      slot.leave()
     }
-    const user = await services.users.authenticate(username, password)
-    if (user === undefined) {
-      await services.loginThrottle.recordFailure(username)
-      throw invalidGrant('invalid username or password')
-    }
-    await services.loginThrottle.recordSuccess(username)
+    if (user === undefined) throw invalidGrant('invalid username or password')
+    await services.loginThrottle.succeeded(username, address)
     const scopes = grantScopes(requested, allowedForUser(client.scopes, user.scopes))
     return services.tokens.startGrant(client, user, scopes, audiences)
   },

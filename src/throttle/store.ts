@@ -1,0 +1,94 @@
+import { sql } from 'kysely'
+import type { Executor } from '../db/schema.js'
+
+/** What is counted: a username's logins, an address's logins, a client id's or an address's client authentications. */
+export type ThrottleKind = 'login_user' | 'login_address' | 'client_id' | 'client_address'
+
+/**
+ * How a key is throttled. `doubling`: once `free` attempts have been counted, each further one
+ * waits a delay that doubles from one second up to `maxDelay`; for a username, whose owner must
+ * not be kept out for long. `window`: `free` attempts per window, then none until the window
+ * ends; for an address, the budget of everything tried from it.
+ */
+export type ThrottlePolicy = { delay: 'doubling'; free: number; maxDelay: number } | { delay: 'window'; free: number }
+
+/** Counts are forgotten this long after the first failure of a window, in seconds. */
+export const WINDOW_SECONDS = 3600
+
+/** Whether the attempt may be made, and until when the key is delayed now (null: it is not). */
+export type Decision = ({ allowed: true } | { allowed: false; retryAfter: number }) & { blockedUntil: Date | null }
+
+export interface ThrottleState {
+  failures: number
+  windowStartedAt: Date
+  blockedUntil: Date | null
+}
+
+/** Whole seconds until `until` (at least 1): a Retry-After value. */
+export const secondsUntil = (until: Date, now: Date): number => Math.max(1, Math.ceil((until.getTime() - now.getTime()) / 1000))
+
+export const throttleStore = {
+  /**
+   * Counts an attempt as a failure before it is made, in one statement: the decision to make the
+   * attempt and the count it adds are one step, so N concurrent attempts never check more than
+   * the budget that was left. While a delay is in force the attempt is refused and not counted.
+   * The attempt that uses up the free budget starts the delay (see ThrottlePolicy). A success is
+   * the caller's to `clear` (or, for a count of many keys, to `refund`).
+   */
+  async reserve(db: Executor, kind: ThrottleKind, key: string, policy: ThrottlePolicy, now: Date): Promise<Decision> {
+    const windowEnd = sql`${now}::timestamptz - make_interval(secs => ${WINDOW_SECONDS})`
+    const counted = sql`(case when t.window_started_at <= ${windowEnd} then 1 else t.failures + 1 end)`
+    const windowStart = sql`(case when t.window_started_at <= ${windowEnd} then ${now}::timestamptz else t.window_started_at end)`
+    const delay = (n: unknown, started: unknown) =>
+      policy.delay === 'doubling'
+        ? sql`${now}::timestamptz + make_interval(secs => least(${policy.maxDelay}::float8, power(2, least(${n} - ${policy.free}, 30))))`
+        : sql`${started}::timestamptz + make_interval(secs => ${WINDOW_SECONDS})`
+    const r = await sql<{ refused: boolean; blocked_until: Date | null }>`
+      insert into throttle as t (kind, key, failures, window_started_at, blocked_until, refused)
+      values (${kind}, ${key}, 1, ${now}, case when 1 >= ${policy.free} then ${delay(sql`1`, now)} end, false)
+      on conflict (kind, key) do update set
+        refused = coalesce(t.blocked_until > ${now}, false),
+        failures = case when t.blocked_until > ${now} then t.failures else ${counted} end,
+        window_started_at = case when t.blocked_until > ${now} then t.window_started_at else ${windowStart} end,
+        blocked_until = case
+          when t.blocked_until > ${now} then t.blocked_until
+          when ${counted} >= ${policy.free} then ${delay(counted, windowStart)}
+        end
+      returning refused, blocked_until`.execute(db)
+    const { refused, blocked_until: blockedUntil } = r.rows[0]!
+    return refused && blockedUntil !== null
+      ? { allowed: false, retryAfter: secondsUntil(blockedUntil, now), blockedUntil }
+      : { allowed: true, blockedUntil }
+  },
+
+  /** Takes back one counted attempt that turned out well (a success, among an address's many). */
+  async refund(db: Executor, kind: ThrottleKind, key: string): Promise<void> {
+    await db.updateTable('throttle').set((eb) => ({ failures: sql`greatest(${eb.ref('failures')} - 1, 0)` })).where('kind', '=', kind).where('key', '=', key).execute()
+  },
+
+  /** Forgets the key's failures and any delay in force. */
+  async clear(db: Executor, kind: ThrottleKind, key: string): Promise<boolean> {
+    const r = await db.deleteFrom('throttle').where('kind', '=', kind).where('key', '=', key).executeTakeFirst()
+    return r.numDeletedRows > 0n
+  },
+
+  /** The key's count, or undefined when it has none. */
+  async state(db: Executor, kind: ThrottleKind, key: string): Promise<ThrottleState | undefined> {
+    const row = await db
+      .selectFrom('throttle')
+      .select(['failures', 'window_started_at', 'blocked_until'])
+      .where('kind', '=', kind)
+      .where('key', '=', key)
+      .executeTakeFirst()
+    return row && { failures: row.failures, windowStartedAt: row.window_started_at, blockedUntil: row.blocked_until }
+  },
+
+  /** Deletes counts whose window has ended and whose delay, if any, is over. */
+  async purge(db: Executor, now: Date): Promise<void> {
+    await db
+      .deleteFrom('throttle')
+      .where('window_started_at', '<', new Date(now.getTime() - WINDOW_SECONDS * 1000))
+      .where((eb) => eb.or([eb('blocked_until', 'is', null), eb('blocked_until', '<', now)]))
+      .execute()
+  },
+}
