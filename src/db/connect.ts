@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
+import { EMBEDDED_START_PARAMS, useBaselineWasmCompiler } from './pglite-settings.js'
 import type { Database } from './schema.js'
 
 export interface DatabaseHandle {
@@ -37,6 +38,7 @@ function openPostgres(connectionString: string, log: Logger): DatabaseHandle {
 }
 
 async function openPglite(dataDir: string): Promise<DatabaseHandle> {
+  useBaselineWasmCompiler()
   const { PGlite } = await import('@electric-sql/pglite')
   let location = dataDir
   if (!dataDir.startsWith('memory://')) {
@@ -45,7 +47,7 @@ async function openPglite(dataDir: string): Promise<DatabaseHandle> {
     location = join(dataDir, 'pgdata')
     mkdirSync(location, { recursive: true, mode: 0o700 })
   }
-  const pglite = await PGlite.create(location)
+  const pglite = await PGlite.create(location, { startParams: [...PGlite.defaultStartParams, ...EMBEDDED_START_PARAMS] })
   const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
   return { db, backend: 'pglite', close: () => db.destroy() }
 }
