@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
+import { lockDataDir } from './data-dir-lock.js'
 import { EMBEDDED_START_PARAMS, useBaselineWasmCompiler } from './pglite-settings.js'
 import type { Database } from './schema.js'
 
@@ -40,14 +41,22 @@ function openPostgres(connectionString: string, log: Logger): DatabaseHandle {
 async function openPglite(dataDir: string): Promise<DatabaseHandle> {
   useBaselineWasmCompiler()
   const { PGlite } = await import('@electric-sql/pglite')
-  let location = dataDir
-  if (!dataDir.startsWith('memory://')) {
-    // The database gets a folder of its own: DATA_DIR also holds the key-encryption key and the
-    // admin client's credentials.
-    location = join(dataDir, 'pgdata')
-    mkdirSync(location, { recursive: true, mode: 0o700 })
+  const startParams = [...PGlite.defaultStartParams, ...EMBEDDED_START_PARAMS]
+  const handle = (pglite: InstanceType<typeof PGlite>, release = () => {}): DatabaseHandle => {
+    const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
+    return { db, backend: 'pglite', close: () => db.destroy().finally(release) }
   }
-  const pglite = await PGlite.create(location, { startParams: [...PGlite.defaultStartParams, ...EMBEDDED_START_PARAMS] })
-  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
-  return { db, backend: 'pglite', close: () => db.destroy() }
+  if (dataDir.startsWith('memory://')) return handle(await PGlite.create(dataDir, { startParams }))
+
+  // DATA_DIR also holds the key-encryption key and the admin client's credentials; the database
+  // gets a folder of its own in it.
+  const location = join(dataDir, 'pgdata')
+  mkdirSync(location, { recursive: true, mode: 0o700 })
+  const release = lockDataDir(dataDir)
+  try {
+    return handle(await PGlite.create(location, { startParams }), release)
+  } catch (err) {
+    release()
+    throw err
+  }
 }
