@@ -1,9 +1,9 @@
 import { mkdirSync } from 'node:fs'
-import { join } from 'node:path'
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
 import { lockDataDir } from './data-dir-lock.js'
+import { ensureCluster } from './embedded-init.js'
 import { EMBEDDED_START_PARAMS, useBaselineWasmCompiler } from './pglite-settings.js'
 import type { Database } from './schema.js'
 
@@ -22,7 +22,7 @@ export interface DatabaseOptions {
 /** The one place that picks the backend: Postgres through a pg Pool, or embedded PGlite. */
 export async function openDatabase(opts: DatabaseOptions): Promise<DatabaseHandle> {
   if (opts.databaseUrl !== undefined) return openPostgres(opts.databaseUrl, opts.log)
-  return openPglite(opts.dataDir)
+  return openPglite(opts.dataDir, opts.log)
 }
 
 function openPostgres(connectionString: string, log: Logger): DatabaseHandle {
@@ -38,7 +38,7 @@ function openPostgres(connectionString: string, log: Logger): DatabaseHandle {
   return { db, backend: 'postgres', close: () => db.destroy() }
 }
 
-async function openPglite(dataDir: string): Promise<DatabaseHandle> {
+async function openPglite(dataDir: string, log: Logger): Promise<DatabaseHandle> {
   useBaselineWasmCompiler()
   const { PGlite } = await import('@electric-sql/pglite')
   const startParams = [...PGlite.defaultStartParams, ...EMBEDDED_START_PARAMS]
@@ -46,15 +46,20 @@ async function openPglite(dataDir: string): Promise<DatabaseHandle> {
     const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
     return { db, backend: 'pglite', close: () => db.destroy().finally(release) }
   }
+  // In memory (the tests) there is nothing to keep apart or to leave behind, and initdb runs here.
   if (dataDir.startsWith('memory://')) return handle(await PGlite.create(dataDir, { startParams }))
 
   // DATA_DIR also holds the key-encryption key and the admin client's credentials; the database
   // gets a folder of its own in it.
-  const location = join(dataDir, 'pgdata')
-  mkdirSync(location, { recursive: true, mode: 0o700 })
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
   const release = lockDataDir(dataDir)
   try {
-    return handle(await PGlite.create(location, { startParams }), release)
+    const pgdata = await ensureCluster(dataDir, log)
+    const pglite = await PGlite.create(pgdata, { startParams }).catch((err: unknown) => {
+      const reason = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ')
+      throw new Error(`cannot open the embedded database in ${pgdata}: ${reason}`)
+    })
+    return handle(pglite, release)
   } catch (err) {
     release()
     throw err

@@ -18,6 +18,15 @@ import { setFlagsFromString } from 'node:v8'
 export const EMBEDDED_START_PARAMS: readonly string[] = ['-c', 'shared_buffers=16MB']
 
 /**
+ * For initdb, which probes shared_buffers by starting Postgres with 128 MB and so grows its
+ * WebAssembly heap: with the same 16 MB the first start's init process peaks at about 377 MB
+ * instead of 413. initdb also writes this value into the new cluster's postgresql.conf, where
+ * PGlite's default is 128MB (Tessera passes it on the command line at every start anyway; an
+ * existing cluster's configuration is never rewritten).
+ */
+export const INITDB_PARAMS: readonly string[] = ['-c', 'shared_buffers=16MB']
+
+/**
  * Runs PGlite (Postgres compiled to WebAssembly) on V8's baseline compiler only. By default V8
  * recompiles the hot Postgres functions with its optimising compiler, and that code and the
  * compilations' memory stay resident: the server held 200 to 225 MB once listening, against 145
