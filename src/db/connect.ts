@@ -1,8 +1,10 @@
 import { mkdirSync } from 'node:fs'
-import { join } from 'node:path'
 import { Kysely, PGliteDialect, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
+import { lockDataDir } from './data-dir-lock.js'
+import { ensureCluster } from './embedded-init.js'
+import { EMBEDDED_START_PARAMS, useBaselineWasmCompiler } from './pglite-settings.js'
 import type { Database } from './schema.js'
 
 export interface DatabaseHandle {
@@ -45,7 +47,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<DatabaseHandl
   if (opts.databaseUrl !== undefined) {
     return openPostgres(opts.databaseUrl, opts.listenUrl ?? opts.databaseUrl, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, opts.log)
   }
-  return openPglite(opts.dataDir)
+  return openPglite(opts.dataDir, opts.log)
 }
 
 function openPostgres(connectionString: string, listenUrl: string, timeoutMs: number, log: Logger): DatabaseHandle {
@@ -140,25 +142,39 @@ function singleClientPool(client: pg.Client): PostgresPool {
   return { connect: async () => borrowed, end: async () => undefined, options: {} }
 }
 
-async function openPglite(dataDir: string): Promise<DatabaseHandle> {
+async function openPglite(dataDir: string, log: Logger): Promise<DatabaseHandle> {
+  useBaselineWasmCompiler()
   const { PGlite } = await import('@electric-sql/pglite')
-  let location = dataDir
-  if (!dataDir.startsWith('memory://')) {
-    // The database gets a folder of its own: DATA_DIR also holds the key-encryption key and the
-    // admin client's credentials.
-    location = join(dataDir, 'pgdata')
-    mkdirSync(location, { recursive: true, mode: 0o700 })
+  const startParams = [...PGlite.defaultStartParams, ...EMBEDDED_START_PARAMS]
+  const handle = (pglite: InstanceType<typeof PGlite>, release = () => {}): DatabaseHandle => {
+    const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
+    // One session serves everything, notifications included; it is never lost.
+    const feed: FeedConnection = {
+      db,
+      async listen(channel, onNotify) {
+        await pglite.listen(channel, onNotify)
+      },
+      onLost: () => undefined,
+      close: async () => undefined,
+    }
+    return { db, backend: 'pglite', openFeedConnection: async () => feed, close: () => db.destroy().finally(release) }
   }
-  const pglite = await PGlite.create(location)
-  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
-  // One session serves everything, notifications included; it is never lost.
-  const feed: FeedConnection = {
-    db,
-    async listen(channel, onNotify) {
-      await pglite.listen(channel, onNotify)
-    },
-    onLost: () => undefined,
-    close: async () => undefined,
+  // In memory (the tests) there is nothing to keep apart or to leave behind, and initdb runs here.
+  if (dataDir.startsWith('memory://')) return handle(await PGlite.create(dataDir, { startParams }))
+
+  // DATA_DIR also holds the key-encryption key and the admin client's credentials; the database
+  // gets a folder of its own in it.
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  const release = lockDataDir(dataDir)
+  try {
+    const pgdata = await ensureCluster(dataDir, log)
+    const pglite = await PGlite.create(pgdata, { startParams }).catch((err: unknown) => {
+      const reason = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ')
+      throw new Error(`cannot open the embedded database in ${pgdata}: ${reason}`)
+    })
+    return handle(pglite, release)
+  } catch (err) {
+    release()
+    throw err
   }
-  return { db, backend: 'pglite', openFeedConnection: async () => feed, close: () => db.destroy() }
 }

@@ -22,9 +22,16 @@ interface Teardown {
 
 export const cliPath = join(packageRoot, 'dist', 'src', 'cli', 'main.js')
 
-/** Starts `tessera serve` with this environment on ephemeral ports; resolves once both listen. */
-export function spawnServer(t: Teardown, env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [cliPath, 'serve'], {
+/**
+ * Starts `tessera serve` with this environment on ephemeral ports; resolves once both listen.
+ * `uninstrumented`: without the module tap adds to every Node process a test spawns (through
+ * NODE_OPTIONS, whatever `env` says), for measuring the server itself.
+ */
+export function spawnServer(t: Teardown, env: Record<string, string>, opts: { uninstrumented?: boolean } = {}): Promise<ServerProcess> {
+  const command: [string, string[]] = opts.uninstrumented
+    ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, cliPath, 'serve']]
+    : [process.execPath, [cliPath, 'serve']]
+  const child = spawn(...command, {
     env: { PATH: process.env['PATH'] ?? '', PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
