@@ -203,6 +203,16 @@ t.test('user disable, enable (by username or id), set-password, revoke-tokens, d
   t.match(gone.stderr, /not_found/)
 })
 
+t.test('user unlock clears failed logins, so the user logs in at once', async (t) => {
+  await srv.createUser('erin', 'erin password')
+  for (let i = 0; i < 5; i++) await login('erin', 'a guess')
+  t.equal((await login('erin', 'erin password')).status, 429, 'delayed after the free failures')
+  const unlocked = await admin(['user', 'unlock', 'erin'])
+  t.equal(unlocked.code, 0, unlocked.stderr)
+  t.match(unlocked.stdout, /^cleared the failed logins of user erin \(/)
+  t.equal((await login('erin', 'erin password')).status, 200, 'logs in at once')
+})
+
 t.test('keys list and rotate; rotate --immediate takes the old keys out of /jwks', async (t) => {
   const before = await admin(['keys', 'list', '--json'])
   t.equal(before.code, 0, before.stderr)
