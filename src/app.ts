@@ -1,6 +1,7 @@
 import formbody from '@fastify/formbody'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { adminRoutes } from './http/admin.js'
+import { coolDownRefusedConnections } from './http/cool-down.js'
 import { installErrorHandling, refusals, sendError, toOAuthError } from './http/errors.js'
 import { publicRoutes } from './http/public.js'
 import type { Tessera } from './tessera.js'
@@ -47,6 +48,7 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
 /** The public API: token, introspection, revocation, keys, metadata and health. Never listens. */
 export async function buildPublicApp(t: Tessera): Promise<FastifyInstance> {
   const app = baseApp(t, 'public')
+  coolDownRefusedConnections(app)
   await app.register(formbody)
   publicRoutes(app, t)
   return app

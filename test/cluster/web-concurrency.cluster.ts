@@ -33,6 +33,9 @@ if (database === undefined) {
     WEB_CONCURRENCY: '2',
     // Long, so that a shutdown that ran into its deadline instead of draining shows.
     SHUTDOWN_TIMEOUT: '30',
+    // Room for every login the drain test keeps in flight at once (see test/server/shutdown.test.ts).
+    HASH_QUEUE: '64',
+    LOGIN_FREE_FAILURES: '64',
   }
   const srv = await spawnServer(t, env)
   const primary = srv.child.pid!

@@ -29,6 +29,10 @@ async function start(t: Test, env: Record<string, string> = {}): Promise<ServerP
       : { DATABASE_URL: database.url, KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64') }),
     BOOTSTRAP_ADMIN_CLIENT_ID: ADMIN_ID,
     BOOTSTRAP_ADMIN_CLIENT_SECRET: ADMIN_SECRET,
+    // Room for every login these tests keep in flight at once: the default hashing queue is
+    // shorter, and each login counts against the username until its password has checked out.
+    HASH_QUEUE: '64',
+    LOGIN_FREE_FAILURES: '64',
     ...env,
   })
 }

@@ -2,7 +2,7 @@
 // included), at the token, introspection and revocation endpoints; a correct request for the
 // client from another address is never affected. And TRUST_PROXY: whose address is counted.
 import t from 'tap'
-import { postFrom } from '../helpers/from.js'
+import { clientAgent, postFrom } from '../helpers/from.js'
 import { assertOAuthError, startTestServer } from '../helpers/server.js'
 
 const srv = await startTestServer(t, { CLIENT_AUTH_FAILURES: '4', CLIENT_AUTH_ADDRESS_FAILURES: '8' })
@@ -53,4 +53,22 @@ t.test('behind a proxy in TRUST_PROXY, the address is the right-most one it did 
   t.equal((await viaProxy('203.0.113.7, 203.0.113.8', svc.auth)).status, 200, 'a spoofed left-most hop is not the client')
   t.equal((await viaProxy('203.0.113.8', svc.auth)).status, 200, 'another client behind the same proxy')
   t.equal((await postFrom('127.2.3.3', proxied.url, '/token', cc, svc.auth, { 'x-forwarded-for': '203.0.113.7' })).status, 200, 'an untrusted peer is itself the client')
+})
+
+t.test('a connection answered 429 is not read from again for a moment; other connections are', async (t) => {
+  const cool = await startTestServer(t, { CLIENT_AUTH_FAILURES: '1' })
+  const svc = await cool.createClient({ grant_types: ['client_credentials'] })
+  const agent = clientAgent('127.2.4.2')
+  const refused = await postFrom('127.2.4.2', cool.url, '/token', cc, [svc.id, 'wrong'], {}, agent)
+  assertOAuthError(t, refused, 429, 'slow_down')
+  const started = performance.now()
+  const [same, other] = await Promise.all([
+    postFrom('127.2.4.2', cool.url, '/token', cc, svc.auth, {}, agent).then((r) => ({ r, ms: performance.now() - started })),
+    postFrom('127.2.4.3', cool.url, '/token', cc, svc.auth).then((r) => ({ r, ms: performance.now() - started })),
+  ])
+  agent.destroy()
+  t.equal(same.r.status, 200, 'the next request on that connection is answered')
+  t.ok(same.ms >= 900, `but only after the cool-down (${Math.round(same.ms)} ms)`)
+  t.equal(other.r.status, 200)
+  t.ok(other.ms < 900, `a request on another connection is not held (${Math.round(other.ms)} ms)`)
 })
