@@ -38,6 +38,8 @@ export interface Config {
   loginFreeFailures: number
   /** The longest such delay, in seconds. */
   loginMaxDelay: number
+  /** Days security events are kept before housekeeping deletes them. */
+  auditRetentionDays: number
   logLevel: string
   /** How long a shutdown waits for connections to finish before destroying them, in seconds. */
   shutdownTimeout: number
@@ -137,6 +139,7 @@ export function loadConfig(env: Env = process.env): Config {
     keyPollIntervalMs: int(env, 'KEY_POLL_INTERVAL_MS', 1000, 50, 60_000),
     loginFreeFailures: int(env, 'LOGIN_FREE_FAILURES', 5, 1, 1000),
     loginMaxDelay: int(env, 'LOGIN_MAX_DELAY', 900, 1, 86_400),
+    auditRetentionDays: int(env, 'AUDIT_RETENTION_DAYS', 90, 1, 36_500),
     logLevel: str(env, 'LOG_LEVEL') ?? 'info',
     shutdownTimeout: int(env, 'SHUTDOWN_TIMEOUT', 10, 1, 3600),
     webConcurrency,

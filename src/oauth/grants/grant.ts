@@ -1,3 +1,4 @@
+import type { Origin } from '../../audit/events.js'
 import type { Client, GrantType } from '../../clients/repository.js'
 import type { ClientService } from '../../clients/service.js'
 import type { TokenResponse, TokenService } from '../../tokens/service.js'
@@ -18,6 +19,8 @@ export interface GrantRequest {
   client: Client
   params: Params
   services: OAuthServices
+  /** Where the request came from (`{ address: request.ip }`), for the security events it causes. */
+  origin?: Origin | undefined
 }
 
 /** Every grant is one module of this shape. */
