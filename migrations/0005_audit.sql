@@ -17,7 +17,8 @@ create table audit_events (
   user_id         text,
   username        text,
   username_hash   text,
-  details         jsonb not null default '{}'
+  -- json, not jsonb: kept as written, so the fields read in the order they were recorded.
+  details         json not null default '{}'
 );
 create index audit_events_occurred_at on audit_events (occurred_at, id);
 create index audit_events_type on audit_events (type, occurred_at);

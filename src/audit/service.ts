@@ -68,6 +68,11 @@ export class AuditService implements AuditRecorder {
     return auditRepository.list(this.db, filter)
   }
 
+  /** Events recorded and not yet written. */
+  get pending(): number {
+    return this.writer.pendingCount
+  }
+
   /** Writes what is pending now. */
   flush(): Promise<void> {
     return this.writer.flush()
