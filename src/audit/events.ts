@@ -130,8 +130,8 @@ export interface KeyRemoved {
 }
 
 /**
- * A rotation asked for through the admin API. `immediate`: the new key signs at once and `removed`
- * left /jwks (a leaked key).
+ * A rotation asked for through the admin API made a key. `immediate`: the new key signs at once
+ * and `removed` left /jwks (a leaked key).
  */
 export interface KeyRotated {
   type: 'key.rotated'

@@ -423,7 +423,7 @@ function cursor(raw: string | undefined): AuditCursor | undefined {
  * `username` (as typed at login), `client` (a client id: events about it or made by it as an
  * admin), `since` and `until` (ISO 8601; since inclusive, until exclusive), `limit` and `after`.
  */
-function auditFilter(t: Tessera, q: Record<string, unknown>): AuditFilter & { limit: number } {
+function auditFilter(t: Tessera, q: Record<string, unknown>): AuditFilter {
   const { limit, after } = paging(q)
   const typeRaw = singleQueryValue(q, 'type')
   let types: AuditEventType[] | undefined

@@ -176,22 +176,23 @@ export class KeyManager {
   async rotate(opts: { immediate: boolean }): Promise<KeyInfo> {
     const key = await newKey(this.settings.alg, this.kek)
     const now = this.clock.now()
-    const { kid, alg, removed } = await this.changes.write(async (trx, change) => {
+    const { kid, made, removed } = await this.changes.write(async (trx, change) => {
       await withLock(trx, 'keys')
       const rows = await keyRepository.listLive(trx)
       if (opts.immediate) {
         await keyRepository.remove(trx, rows.map((k) => k.kid), now)
         await keyRepository.insertActive(trx, key, now)
         change({ kind: 'keys', subject: '' })
-        return { kid: key.kid, alg: key.alg, removed: rows.map((k) => k.kid) }
+        return { kid: key.kid, made: true, removed: rows.map((k) => k.kid) }
       }
       // A rotation already under way keeps its key and schedule: asking twice does not delay it.
       const pending = rows.find((k) => k.state === 'next')
-      if (pending !== undefined) return { kid: pending.kid, alg: pending.alg, removed: [] }
+      if (pending !== undefined) return { kid: pending.kid, made: false, removed: [] }
       await keyRepository.insertNext(trx, key, now, addSeconds(now, this.prepublishSeconds))
-      return { kid: key.kid, alg: key.alg, removed: [] }
+      return { kid: key.kid, made: true, removed: [] }
     })
-    this.audit.record({ type: 'key.rotated', kid, alg, immediate: opts.immediate, removed })
+    // Asked again while a rotation is under way, nothing changed (the admin change is on record).
+    if (made) this.audit.record({ type: 'key.rotated', kid, alg: key.alg, immediate: opts.immediate, removed })
     if (opts.immediate) this.log.warn({ kid, alg: key.alg }, 'emergency rotation: every other signing key removed')
     else this.log.info({ kid }, 'signing key rotation started')
     await this.reload()
