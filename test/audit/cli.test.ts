@@ -27,6 +27,8 @@ function tessera(args: string[]): Promise<{ code: number | null; stdout: string;
 const app = await srv.createClient()
 const userId = await srv.createUser('sam', 'sam password')
 await srv.admin('POST', `/admin/users/${userId}/revoke-tokens`)
+// Stored before the next one is recorded, so that the order below is certain.
+await atLeast(srv, { type: 'admin.change', user: userId }, 2)
 // As the token endpoint records a failed client authentication; the id is what the caller sent.
 srv.tessera.audit.record({ type: 'client.authentication_failed', address: '198.51.100.7', clientId: 'evil\u001b[31m', reason: 'unknown_client' })
 await atLeast(srv, { type: 'client.authentication_failed' })

@@ -21,8 +21,11 @@ const srv = await startTestServer(
 )
 const app = await srv.createClient()
 
-const adminChanges = (route: string, extra: Record<string, string> = {}) =>
-  eventually(srv, { type: 'admin.change', ...extra }, () => true).then((events) => events.filter((e) => e.details.route === route))
+/** The admin changes of this route, once there are at least `n`. */
+const adminChanges = async (route: string, n = 1) => {
+  const ofRoute = (events: any[]) => events.filter((e) => e.details.route === route)
+  return ofRoute(await eventually(srv, { type: 'admin.change' }, (events) => ofRoute(events).length >= n))
+}
 
 async function login(username: string, password: string) {
   const r = await srv.post('/token', { grant_type: 'password', username, password }, app.auth)
@@ -108,7 +111,8 @@ t.test('refused calls are on record too: no token, a token without the admin sco
     anonymous.find((e) => e.details.status === 401),
     { admin_client_id: null, address: '127.0.0.1', details: { method: 'POST', route: '/admin/clients', status: 401 } },
   )
-  const [forbidden] = await atLeast(srv, { type: 'admin.change', client: outsider.id })
+  // Newest first: the refused call, then the outsider's own creation.
+  const [forbidden] = await atLeast(srv, { type: 'admin.change', client: outsider.id }, 2)
   t.match(forbidden, { admin_client_id: outsider.id, details: { route: '/admin/clients', status: 403 } })
   t.notOk('changes' in forbidden.details, 'what a refused call asked for is not recorded')
   t.notOk(anonymous.some((e) => e.details.route === undefined || /no-such-route/.test(e.details.route)), 'only real routes')
@@ -178,6 +182,8 @@ t.test('key changes: on demand, by the schedule, and in an emergency', async (t)
     admin_client_id: ADMIN_ID,
     details: { status: 200, kid: next, changes: { immediate: false } },
   })
+  const again = await srv.admin('POST', '/admin/keys/rotate', undefined, await freshAdminToken(srv))
+  t.equal(again.body.kid, next, 'asked again while it is under way: the same rotation')
 
   await advance(PREPUBLISH)
   t.match((await atLeast(srv, { type: 'key.activated' }))[0], { details: { kid: next, alg: 'ES256' } })
@@ -198,7 +204,10 @@ t.test('key changes: on demand, by the schedule, and in an emergency', async (t)
   const emergency = await srv.admin('POST', '/admin/keys/rotate?immediate=true', undefined, await freshAdminToken(srv))
   t.equal(emergency.status, 200)
   const events = await atLeast(srv, { type: 'key.rotated' }, 2)
+  t.equal(events.length, 2, 'asking again made no key, so no key.rotated (its admin change is on record)')
   t.match(events[0], { details: { kid: emergency.body.kid, immediate: true } })
   t.same([...events[0].details.removed].sort(), [next, scheduled.details.kid].sort(), 'every other key, by kid')
-  t.match((await adminChanges('/admin/keys/rotate'))[0], { details: { kid: emergency.body.kid, changes: { immediate: true } } })
+  const rotations = await adminChanges('/admin/keys/rotate', 3)
+  t.equal(rotations.length, 3, 'every call')
+  t.match(rotations[0], { details: { kid: emergency.body.kid, changes: { immediate: true } } })
 })
