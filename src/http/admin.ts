@@ -377,10 +377,11 @@ function adminChange(request: FastifyRequest, route: string, status: number): Ad
   }
   let changes: Record<string, unknown> | undefined
   if (status < 300) {
-    const body = (request.body ?? {}) as Record<string, unknown>
+    // A route without a body schema takes no body: whatever was sent with it is not read.
+    const validated = request.routeOptions.schema?.body !== undefined && typeof request.body === 'object' && request.body !== null
+    const body = (validated ? request.body : {}) as Record<string, unknown>
     changes = Object.fromEntries(RECORDED_FIELDS.filter((f) => body[f] !== undefined).map((f) => [f, body[f]]))
-    const immediate = query(request)['immediate']
-    if (route === '/admin/keys/rotate') changes['immediate'] = immediate === 'true'
+    if (route === '/admin/keys/rotate') changes['immediate'] = query(request)['immediate'] === 'true'
   }
   return {
     type: 'admin.change',

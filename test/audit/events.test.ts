@@ -58,7 +58,8 @@ t.test('an admin change names the admin client, the route, the target, the outco
   t.equal((await srv.admin('PATCH', `/admin/clients/${id}`, { name: 'billing v2' })).status, 200)
   const rotated = await srv.admin('POST', `/admin/clients/${id}/secret`, { grace_seconds: 30 })
   t.equal(rotated.status, 200)
-  t.equal((await srv.admin('DELETE', `/admin/clients/${id}`)).status, 204)
+  // A body sent to a route that takes none is not read, let alone recorded.
+  t.equal((await srv.admin('DELETE', `/admin/clients/${id}`, { name: 'sent along' })).status, 204)
   t.equal((await srv.admin('DELETE', `/admin/clients/${id}`)).status, 404)
   const events = await atLeast(srv, { type: 'admin.change', client: id }, 5)
   t.same(
