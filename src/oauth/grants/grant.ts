@@ -1,4 +1,4 @@
-import type { Origin } from '../../audit/events.js'
+import type { AuditRecorder, Origin } from '../../audit/events.js'
 import type { Client, GrantType } from '../../clients/repository.js'
 import type { ClientService } from '../../clients/service.js'
 import type { TokenResponse, TokenService } from '../../tokens/service.js'
@@ -12,6 +12,8 @@ export interface OAuthServices {
   users: UserService
   tokens: TokenService
   loginThrottle: LoginThrottle
+  /** Security events: `audit.record({ type: 'login.failed', address: origin.address, … })`. */
+  audit: AuditRecorder
   issuer(): string
 }
 
