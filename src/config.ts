@@ -50,6 +50,8 @@ export interface Config {
   /** argon2 hashes run at once, and how many more may wait. */
   hashConcurrency: number
   hashQueue: number
+  /** Days security events are kept before housekeeping deletes them. */
+  auditRetentionDays: number
   logLevel: string
   /** How long a shutdown waits for connections to finish before destroying them, in seconds. */
   shutdownTimeout: number
@@ -158,6 +160,7 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: cidrs(env, 'TRUST_PROXY'),
     hashConcurrency,
     hashQueue: int(env, 'HASH_QUEUE', 4 * hashConcurrency, 0, 10_000),
+    auditRetentionDays: int(env, 'AUDIT_RETENTION_DAYS', 90, 1, 36_500),
     logLevel: str(env, 'LOG_LEVEL') ?? 'info',
     shutdownTimeout: int(env, 'SHUTDOWN_TIMEOUT', 10, 1, 3600),
     webConcurrency,

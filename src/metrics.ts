@@ -55,6 +55,18 @@ export class Metrics {
     },
   })
 
+  readonly auditEventsWritten = new Counter({
+    name: 'tessera_audit_events_written_total',
+    help: 'Audit events written to the database',
+    registers: [this.registry],
+  })
+
+  readonly auditEventsDropped = new Counter({
+    name: 'tessera_audit_events_dropped_total',
+    help: 'Audit events dropped: the database did not take them after retries, or the buffer was full',
+    registers: [this.registry],
+  })
+
   readonly requestDuration = new Histogram({
     name: 'tessera_http_request_duration_seconds',
     help: 'HTTP request duration, by route and status code',

@@ -69,7 +69,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     // 2. fastify's own onClose hooks (its server is closed already).
     for (const { app } of apps) await app.close()
     // 3. The lease (given up, so that no writer waits for it), the change feed, the key schedule
-    //    and housekeeping; waits for a key tick under way.
+    //    and housekeeping; waits for a key tick under way; then writes the audit events still
+    //    buffered (after the drain, so the requests answered in it are on record).
     await tessera?.stop()
     // 4. The database, last: every step before may still use it.
     await database.close()

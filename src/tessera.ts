@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
+import { AuditService } from './audit/service.js'
 import { ClientService } from './clients/service.js'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
@@ -34,14 +35,19 @@ export interface Tessera extends OAuthServices {
   metrics: Metrics
   view: MemoryView
   feed: ChangeFeed
+  /** Security events: `audit.record(event)` (src/audit/events.ts). */
+  audit: AuditService
   /** Starts the key schedule and housekeeping. */
   start(): Promise<void>
-  /** Stops the schedules, waiting for a key tick under way so the database can close after. */
+  /**
+   * Stops the schedules, waiting for a key tick under way, then writes the audit events still
+   * pending, so the database can close after.
+   */
   stop(): Promise<void>
 }
 
-// Expired deny-list entries, grants, refresh tokens, old login failures and old changes are
-// deleted this often. Idempotent, so every instance may do it.
+// Expired deny-list entries, grants, refresh tokens, old login failures, old changes and audit
+// events past their retention are deleted this often. Idempotent, so every instance may do it.
 const HOUSEKEEPING_INTERVAL_MS = 60_000
 // Changes are kept this long for instances that missed their notifications; one further behind
 // reloads its whole view.
@@ -59,11 +65,15 @@ export function createTessera(opts: {
   const { config, clock, log } = opts
   const { db } = opts.database
   const view = new MemoryView()
+  const metrics = new Metrics()
+  const audit = new AuditService(db, clock, log.child({ component: 'audit' }), metrics, {
+    retentionDays: config.auditRetentionDays,
+    keyEncryptionKey: opts.keyEncryptionKey,
+  })
   // The feed needs the key manager (to reload keys) and the key manager writes through the feed.
   let feed: ChangeFeed | undefined
   const changes: ChangeWriter = { write: (work) => feed!.write(work) }
   const clients = new ClientService(db, clock, view, changes)
-  const metrics = new Metrics()
   const hasher = new PasswordHasher(new HashQueue(config.hashConcurrency, config.hashQueue), (operation) =>
     metrics.passwordHashes.inc({ operation }),
   )
@@ -82,6 +92,7 @@ export function createTessera(opts: {
     },
     log.child({ component: 'keys' }),
     changes,
+    audit,
   )
   feed = new ChangeFeed(opts.database, db, view, keys, clock, { serveFromMemory: config.serveFromMemory }, log.child({ component: 'feed' }))
   const accessTokens = new AccessTokens(keys, clock, opts.issuer)
@@ -91,6 +102,7 @@ export function createTessera(opts: {
     accessTokens,
     { accessTokenTtl: config.accessTokenTtl, refreshTokenTtl: config.refreshTokenTtl },
     changes,
+    audit,
   )
   const status = new TokenStatus(db, clock, accessTokens, keys, view)
   const loginThrottle = new LoginThrottle(db, clock, {
@@ -119,10 +131,12 @@ export function createTessera(opts: {
     metrics,
     view,
     feed,
+    audit,
     issuer: opts.issuer,
     async start() {
       await Promise.all([keys.start(), hasher.prepare()])
       await feed!.start()
+      audit.start()
       housekeeping = setInterval(() => {
         const now = clock.now()
         view.prune(now.getTime())
@@ -130,6 +144,7 @@ export function createTessera(opts: {
           tokenRepository.purgeExpired(db, now),
           throttleStore.purge(db, now),
           changeRepository.purge(db, CHANGE_RETENTION_SECONDS),
+          audit.purge(),
         ]).catch((err: unknown) => log.warn({ err }, 'housekeeping failed'))
       }, HOUSEKEEPING_INTERVAL_MS)
       housekeeping.unref()
@@ -138,6 +153,8 @@ export function createTessera(opts: {
       if (housekeeping !== undefined) clearInterval(housekeeping)
       await feed!.stop()
       await keys.stop()
+      // Last: a key tick that just finished may have recorded an event.
+      await audit.stop()
     },
   }
 }

@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { AdminApi, ApiError, CliError, UsageError, loadCredentials } from './admin-api.js'
 import { fields, list as joinList, printable, table, when } from './format.js'
 import { readPassword } from './prompt.js'
+import type { auditView } from '../audit/service.js'
 import type { clientView, userView } from '../http/admin.js'
 import type { KeyInfo } from '../keys/manager.js'
 
@@ -40,6 +41,7 @@ const DEFAULT_ADMIN_URL = 'http://127.0.0.1:8081'
 type ClientView = ReturnType<typeof clientView> & { client_secret?: string }
 type UserView = ReturnType<typeof userView>
 type KeyView = KeyInfo
+type AuditView = ReturnType<typeof auditView> & { id: string }
 
 // Flags
 
@@ -398,6 +400,86 @@ const keyCommands: Record<string, Command> = {
   },
 }
 
+// Security events
+
+const AUDIT_MAX_PAGE = 1000
+
+/** A detail value on one line: text as it is, anything else as JSON. */
+const detailValue = (v: unknown) => printable(typeof v === 'string' ? v : JSON.stringify(v))
+
+function auditRow(e: AuditView): string[] {
+  const user = e.user_id === null ? '-' : e.username === null ? e.user_id : `${printable(e.username)} (${e.user_id})`
+  const details = [
+    ...(e.username_hash !== null && e.username === null ? [`username_hash=${e.username_hash}`] : []),
+    ...Object.entries(e.details).map(([k, v]) => `${printable(k)}=${detailValue(v)}`),
+  ]
+  return [
+    when(e.at),
+    e.type,
+    printable(e.address ?? '-'),
+    printable(e.admin_client_id ?? '-'),
+    printable(e.client_id ?? '-'),
+    user,
+    details.join(' ') || '-',
+  ]
+}
+
+const auditCommand: Command = {
+  synopsis:
+    'audit [--type LIST] [--user USER] [--username NAME] [--client CLIENT_ID]\n' +
+    '         [--since TIME] [--until TIME] [--limit N] [--after CURSOR]',
+  summary:
+    'security events, newest first: logins, client authentication failures, throttling,\n' +
+    'refresh-token reuse, revocations, key changes and admin changes. --type takes a comma-\n' +
+    'separated list (login.failed,admin.change,…); --user a user id or username; --username the\n' +
+    'name typed at a login (known or not); --client a client id (events about it, or made by it\n' +
+    'as an admin); --since/--until ISO 8601 times (2024-05-01 or 2024-05-01T12:00:00Z).\n' +
+    '--limit (default 100) events at most; --after continues from the "next" of a --json answer.',
+  options: {
+    type: { type: 'string' },
+    user: { type: 'string' },
+    username: { type: 'string' },
+    client: { type: 'string' },
+    since: { type: 'string' },
+    until: { type: 'string' },
+    limit: { type: 'string' },
+    after: { type: 'string' },
+  },
+  positionals: [],
+  async run(ctx, values) {
+    const limitRaw = stringFlag(values, 'limit')
+    if (limitRaw !== undefined && !/^\d{1,9}$/.test(limitRaw.trim())) {
+      throw new UsageError(`--limit must be a whole number, got "${printable(limitRaw)}"`)
+    }
+    const limit = limitRaw === undefined ? 100 : Number(limitRaw.trim())
+    if (limit < 1) throw new UsageError('--limit must be 1 or more')
+    const userRef = stringFlag(values, 'user')
+    // An id is used as it is: the events of a deleted user are still on record.
+    const userId = userRef === undefined || UUID.test(userRef) ? userRef : (await findUser(ctx.api, userRef)).id
+    const filters: Record<string, string> = {}
+    for (const [flag, param] of [['type', 'type'], ['username', 'username'], ['client', 'client'], ['since', 'since'], ['until', 'until']] as const) {
+      const v = stringFlag(values, flag)
+      if (v !== undefined) filters[param] = v
+    }
+    if (userId !== undefined) filters['user'] = userId
+    const events: AuditView[] = []
+    let after = stringFlag(values, 'after')
+    let next: string | undefined
+    do {
+      const pageSize = Math.min(limit - events.length, AUDIT_MAX_PAGE)
+      const q = new URLSearchParams({ ...filters, limit: String(pageSize), ...(after !== undefined && { after }) })
+      const page = await ctx.api.call<{ events: AuditView[]; next?: string }>('GET', `/admin/audit?${q}`)
+      events.push(...page.events)
+      next = page.next
+      after = next
+    } while (next !== undefined && events.length < limit)
+    if (ctx.json) return ctx.out(json({ events, ...(next !== undefined && { next }) }))
+    if (events.length === 0) return ctx.out('no events\n')
+    ctx.out(table(['TIME', 'TYPE', 'ADDRESS', 'ADMIN', 'CLIENT', 'USER', 'DETAILS'], events.map(auditRow)))
+    if (next !== undefined) ctx.warn(`(more: --after ${next})\n`)
+  },
+}
+
 const GROUPS: Record<string, { about: string; commands: Record<string, Command> }> = {
   client: { about: 'OAuth clients', commands: clientCommands },
   user: { about: 'users of the password grant', commands: userCommands },
@@ -413,14 +495,17 @@ function groupUsage(group: string): string {
     `usage: tessera ${group} <command> [options]   (${about})\n\n` +
     entries.join('') +
     '\noptions of every command:\n' +
-    `  --admin-url URL  the admin listener (default $TESSERA_ADMIN_URL, else ${DEFAULT_ADMIN_URL})\n` +
-    "  --token-url URL  the token endpoint (default: the admin listener's metadata names it)\n" +
-    '  --json           print the API\'s JSON\n' +
-    '  -h, --help       print this help\n' +
-    '\ncredentials: TESSERA_ADMIN_CLIENT_ID and TESSERA_ADMIN_CLIENT_SECRET, else\n' +
-    'DATA_DIR/admin-client.json (DATA_DIR defaults to ./data).\n'
+    COMMON_OPTIONS_HELP
   )
 }
+
+const COMMON_OPTIONS_HELP =
+  `  --admin-url URL  the admin listener (default $TESSERA_ADMIN_URL, else ${DEFAULT_ADMIN_URL})\n` +
+  "  --token-url URL  the token endpoint (default: the admin listener's metadata names it)\n" +
+  '  --json           print the API\'s JSON\n' +
+  '  -h, --help       print this help\n' +
+  '\ncredentials: TESSERA_ADMIN_CLIENT_ID and TESSERA_ADMIN_CLIENT_SECRET, else\n' +
+  'DATA_DIR/admin-client.json (DATA_DIR defaults to ./data).\n'
 
 function commandUsage(group: string, command: Command): string {
   return (
@@ -465,8 +550,29 @@ export async function runAdminCommand(group: string, args: string[]): Promise<nu
     return 0
   }
   const command = GROUPS[group]!.commands[name]
+  return execute(`${group} ${name}`, command, rest, {
+    help: () => groupUsage(group),
+    usage: () => (command === undefined ? groupUsage(group) : commandUsage(group, command)),
+  })
+}
+
+/** Runs `tessera audit …`: a command of its own, not of a group. */
+export function runAuditCommand(args: string[]): Promise<number> {
+  const usage = () =>
+    `usage: tessera ${auditCommand.synopsis}\n${auditCommand.summary.replace(/^/gm, '  ')}\n\n` +
+    COMMON_OPTIONS_HELP
+  return execute('audit', auditCommand, args, { help: usage, usage })
+}
+
+/** Parses the options of `command` and runs it; resolves to the exit code. */
+async function execute(
+  label: string,
+  command: Command | undefined,
+  rest: string[],
+  texts: { help(): string; usage(): string },
+): Promise<number> {
   try {
-    if (command === undefined) throw new UsageError(`unknown command "${printable(`${group} ${name}`)}"`)
+    if (command === undefined) throw new UsageError(`unknown command "${printable(label)}"`)
     let parsed: { values: Values; positionals: string[] }
     try {
       parsed = parseArgs({
@@ -480,14 +586,12 @@ export async function runAdminCommand(group: string, args: string[]): Promise<nu
     }
     const { values, positionals } = parsed
     if (values['help'] === true) {
-      stdout(groupUsage(group))
+      stdout(texts.help())
       return 0
     }
     if (positionals.length !== command.positionals.length) {
       throw new UsageError(
-        command.positionals.length === 0
-          ? `${group} ${name} takes no arguments`
-          : `${group} ${name} takes ${command.positionals.join(' ')}`,
+        command.positionals.length === 0 ? `${label} takes no arguments` : `${label} takes ${command.positionals.join(' ')}`,
       )
     }
     const tokenUrl = stringFlag(values, 'token-url')
@@ -497,7 +601,7 @@ export async function runAdminCommand(group: string, args: string[]): Promise<nu
     return 0
   } catch (err) {
     if (err instanceof UsageError) {
-      stderr(`tessera: ${err.message}\n\n${command === undefined ? groupUsage(group) : commandUsage(group, command)}`)
+      stderr(`tessera: ${err.message}\n\n${texts.usage()}`)
       return 2
     }
     if (err instanceof CliError) {

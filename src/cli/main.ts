@@ -2,7 +2,7 @@
 import cluster from 'node:cluster'
 import { ConfigError, loadConfig } from '../config.js'
 import { exitWhenIdle } from '../exit.js'
-import { runAdminCommand } from './admin.js'
+import { runAdminCommand, runAuditCommand } from './admin.js'
 
 // The server's modules (database drivers, fastify, argon2) are loaded only by the commands that
 // need them: an admin command is a short HTTP client and starts about three times faster so.
@@ -26,11 +26,13 @@ const USAGE = `usage: tessera <command>
   client create|list|show|rotate-secret|revoke-tokens|delete
   user create|list|show|disable|enable|set-password|unlock|revoke-tokens|delete
   keys list|rotate [--immediate]
+  audit [--type LIST] [--user USER] [--client ID] [--since TIME] …
+                            security events, newest first
 
 Admin commands call the admin API: --admin-url (default $TESSERA_ADMIN_URL or
 http://127.0.0.1:8081), credentials from TESSERA_ADMIN_CLIENT_ID / TESSERA_ADMIN_CLIENT_SECRET
 or DATA_DIR/admin-client.json. --json prints machine-readable output. Passwords are read from
-stdin or a prompt. \`tessera <client|user|keys> --help\` lists a group's commands and options.
+stdin or a prompt. \`tessera <client|user|keys|audit> --help\` lists a group's commands and options.
 `
 
 async function serve(): Promise<void> {
@@ -88,6 +90,8 @@ async function main(argv: string[]): Promise<number> {
     case 'user':
     case 'keys':
       return runAdminCommand(command, rest)
+    case 'audit':
+      return runAuditCommand(rest)
     case undefined:
     case 'help':
     case '--help':

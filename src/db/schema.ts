@@ -106,6 +106,20 @@ export interface InstancesTable {
   renewed_at: Generated<Date>
 }
 
+export interface AuditEventsTable {
+  /** bigint: read as text (both drivers would otherwise disagree on its type). */
+  id: Generated<string>
+  occurred_at: Timestamp
+  type: string
+  address: string | null
+  client_id: string | null
+  admin_client_id: string | null
+  user_id: string | null
+  username: string | null
+  username_hash: string | null
+  details: ColumnType<Record<string, unknown>, string, string>
+}
+
 export interface Database {
   clients: ClientsTable
   users: UsersTable
@@ -117,6 +131,7 @@ export interface Database {
   change_head: ChangeHeadTable
   changes: ChangesTable
   instances: InstancesTable
+  audit_events: AuditEventsTable
 }
 
 /**

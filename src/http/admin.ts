@@ -1,7 +1,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { AUDIT_EVENT_TYPES, type AdminChange, type AuditEventType } from '../audit/events.js'
+import type { AuditCursor, AuditFilter } from '../audit/repository.js'
+import { auditView } from '../audit/service.js'
 import { GRANT_TYPES, type Client, type ClientSettings } from '../clients/repository.js'
 import { OAuthError, invalidRequest, notFound } from '../errors.js'
 import type { Tessera } from '../tessera.js'
+import { asUuid } from '../tokens/repository.js'
 import type { User } from '../users/repository.js'
 import { metadata } from './public.js'
 
@@ -141,15 +145,15 @@ function singleQueryValue(q: Record<string, unknown>, name: string): string | un
 const query = (request: FastifyRequest) => (request.query ?? {}) as Record<string, unknown>
 
 /**
- * The bearer token's scopes if it is an active access token of this server (RFC 6750 §2.1 header
- * only: §2.2's form body and §2.3's query are not accepted); otherwise a 401.
+ * The bearer token's client and scopes if it is an active access token of this server (RFC 6750
+ * §2.1 header only: §2.2's form body and §2.3's query are not accepted); otherwise a 401.
  */
-async function bearerScopes(t: Tessera, request: FastifyRequest): Promise<string[]> {
+async function bearer(t: Tessera, request: FastifyRequest): Promise<{ clientId: string; scopes: string[] }> {
   const match = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(request.headers.authorization ?? '')
   if (match === null) throw new OAuthError('invalid_token', 'a bearer access token is required')
   const active = await t.status.activeAccessToken(match[1]!)
   if (active === undefined) throw new OAuthError('invalid_token', 'the access token is not active')
-  return active.claims.scope.split(' ')
+  return { clientId: active.claims.client_id, scopes: active.claims.scope.split(' ') }
 }
 
 function requireScope(scopes: string[], accepted: string[]): void {
@@ -164,8 +168,16 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     // Public on this listener too: the CLI finds the token endpoint from the admin URL alone.
     if (request.routeOptions.url === METADATA_PATH) return
     // Before the body is read: an anonymous caller learns nothing about what the body should be.
-    const scopes = await bearerScopes(t, request)
+    const { clientId, scopes } = await bearer(t, request)
+    calls.set(request, { adminClientId: clientId })
     requireScope(scopes, request.routeOptions.url === '/metrics' ? ['metrics', 'admin'] : ['admin'])
+  })
+
+  // Every call to a mutating route is on record once answered, refused ones too.
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url
+    if (route === undefined || !MUTATING.has(request.method)) return
+    t.audit.record(adminChange(request, route, reply.statusCode))
   })
 
   app.get(METADATA_PATH, async () => metadata(t.issuer()))
@@ -186,6 +198,7 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
       accessTokenTtl: body.access_token_ttl ?? null,
       refreshTokenTtl: body.refresh_token_ttl ?? null,
     })
+    target(request, { client: client.clientId })
     return reply.code(201).send({ ...clientView(client), client_secret: secret })
   })
 
@@ -229,6 +242,13 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
 
   app.post<{ Params: { client_id: string } }>('/admin/clients/:client_id/revoke-tokens', async (request, reply) => {
     if (!(await t.tokens.revokeAllForClient(request.params.client_id))) throw notFound('client')
+    t.audit.record({
+      type: 'token.revoked',
+      via: 'admin',
+      address: request.ip,
+      adminClientId: calls.get(request)?.adminClientId ?? null,
+      target: { kind: 'client', clientId: request.params.client_id },
+    })
     return reply.code(204).send()
   })
 
@@ -236,6 +256,7 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   app.post('/admin/users', { schema: { body: createUserSchema } }, async (request, reply) => {
     const body = request.body as { username: string; password: string; scopes?: string[] | null }
     const user = await t.users.create({ username: body.username, password: body.password, scopes: body.scopes ?? null })
+    target(request, { user: user.id })
     return reply.code(201).send(userView(user))
   })
 
@@ -300,6 +321,13 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
 
   app.post<{ Params: { id: string } }>('/admin/users/:id/revoke-tokens', async (request, reply) => {
     if (!(await t.tokens.revokeAllForUser(request.params.id))) throw notFound('user')
+    t.audit.record({
+      type: 'token.revoked',
+      via: 'admin',
+      address: request.ip,
+      adminClientId: calls.get(request)?.adminClientId ?? null,
+      target: { kind: 'user', userId: request.params.id.toLowerCase() },
+    })
     return reply.code(204).send()
   })
 
@@ -311,8 +339,144 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     if (immediate !== undefined && immediate !== 'true' && immediate !== 'false') {
       throw invalidRequest('immediate must be true or false')
     }
-    return t.keys.rotate({ immediate: immediate === 'true' })
+    const key = await t.keys.rotate({ immediate: immediate === 'true' })
+    target(request, { kid: key.kid })
+    return key
   })
+
+  // Security events
+  app.get('/admin/audit', async (request) => {
+    const filter = auditFilter(t, query(request))
+    const events = await t.audit.list(filter)
+    const last = events.at(-1)
+    return {
+      events: events.map(auditView),
+      ...nextPage(events.length, filter.limit, last && `${last.at.getTime()}-${last.id}`),
+    }
+  })
+}
+
+// --- the record of admin changes ---
+
+const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+
+/** What the audit needs to know about one admin call, beyond the request itself. */
+interface AdminCall {
+  adminClientId: string | null
+  /** What a creation made; other routes name their target in the path. */
+  target?: AdminChange['target']
+}
+
+const calls = new WeakMap<FastifyRequest, AdminCall>()
+
+function target(request: FastifyRequest, made: NonNullable<AdminChange['target']>): void {
+  calls.set(request, { adminClientId: calls.get(request)?.adminClientId ?? null, target: made })
+}
+
+/**
+ * Body fields recorded with a successful change: settings only. A password is never listed, and
+ * secrets are made here, never sent; only a body the route's schema accepted is read.
+ */
+const RECORDED_FIELDS = [
+  'name',
+  'grant_types',
+  'scopes',
+  'audiences',
+  'resource_identifiers',
+  'access_token_ttl',
+  'refresh_token_ttl',
+  'username',
+  'disabled',
+  'grace_seconds',
+]
+
+function adminChange(request: FastifyRequest, route: string, status: number): AdminChange {
+  const call = calls.get(request)
+  const params = (request.params ?? {}) as Record<string, string | undefined>
+  const userId = route.startsWith('/admin/users/:id') ? params['id'] : undefined
+  const target = call?.target ?? {
+    ...(params['client_id'] !== undefined && { client: params['client_id'] }),
+    ...(userId !== undefined && { user: asUuid(userId)?.toLowerCase() ?? userId }),
+  }
+  let changes: Record<string, unknown> | undefined
+  if (status < 300) {
+    // A route without a body schema takes no body: whatever was sent with it is not read.
+    const validated = request.routeOptions.schema?.body !== undefined && typeof request.body === 'object' && request.body !== null
+    const body = (validated ? request.body : {}) as Record<string, unknown>
+    changes = Object.fromEntries(RECORDED_FIELDS.filter((f) => body[f] !== undefined).map((f) => [f, body[f]]))
+    if (route === '/admin/keys/rotate') changes['immediate'] = query(request)['immediate'] === 'true'
+  }
+  return {
+    type: 'admin.change',
+    address: request.ip,
+    adminClientId: call?.adminClientId ?? null,
+    method: request.method,
+    route,
+    status,
+    ...(Object.keys(target).length > 0 && { target }),
+    ...(changes !== undefined && Object.keys(changes).length > 0 && { changes }),
+  }
+}
+
+// --- GET /admin/audit ---
+
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2}))?$/
+const CURSOR = /^(\d{1,16})-(\d{1,19})$/
+const MAX_BIGINT = 2n ** 63n - 1n
+
+/** An ISO 8601 time (a date alone is midnight UTC). */
+function timeParam(q: Record<string, unknown>, name: string): Date | undefined {
+  const raw = singleQueryValue(q, name)
+  if (raw === undefined) return undefined
+  const ms = ISO_TIME.test(raw) ? Date.parse(raw) : NaN
+  if (!Number.isFinite(ms)) throw invalidRequest(`${name} must be an ISO 8601 time such as 2024-05-01T12:00:00Z`)
+  return new Date(ms)
+}
+
+/** `next` of an earlier page: the time and id of the last event on it. */
+function cursor(raw: string | undefined): AuditCursor | undefined {
+  if (raw === undefined) return undefined
+  const m = CURSOR.exec(raw)
+  const ms = m === null ? NaN : Number(m[1])
+  if (m === null || ms > 8.64e15 || BigInt(m[2]!) > MAX_BIGINT) throw invalidRequest('after must be the next of an earlier page')
+  return { at: new Date(ms), id: m[2]! }
+}
+
+/**
+ * The filters of GET /admin/audit: `type` (one or more, comma-separated), `user` (a user id),
+ * `username` (as typed at login), `client` (a client id: events about it or made by it as an
+ * admin), `since` and `until` (ISO 8601; since inclusive, until exclusive), `limit` and `after`.
+ */
+function auditFilter(t: Tessera, q: Record<string, unknown>): AuditFilter {
+  const { limit, after } = paging(q)
+  const typeRaw = singleQueryValue(q, 'type')
+  let types: AuditEventType[] | undefined
+  if (typeRaw !== undefined) {
+    const list = typeRaw.split(',').map((s) => s.trim())
+    const unknown = list.filter((s) => !(AUDIT_EVENT_TYPES as readonly string[]).includes(s))
+    if (unknown.length > 0) throw invalidRequest(`type must be one or more of ${AUDIT_EVENT_TYPES.join(', ')}`)
+    types = list as AuditEventType[]
+  }
+  const userRaw = singleQueryValue(q, 'user')
+  const userId = userRaw === undefined ? undefined : asUuid(userRaw)?.toLowerCase()
+  if (userRaw !== undefined && userId === undefined) throw invalidRequest('user must be the id of a user')
+  const clientId = singleQueryValue(q, 'client')
+  if (clientId !== undefined && (clientId === '' || clientId.length > 500)) throw invalidRequest('client must be a client id')
+  const username = singleQueryValue(q, 'username')
+  if (username !== undefined && (username === '' || username.length > 1000)) throw invalidRequest('username must not be empty')
+  const since = timeParam(q, 'since')
+  const until = timeParam(q, 'until')
+  if (since !== undefined && until !== undefined && since > until) throw invalidRequest('since must not be after until')
+  return {
+    limit,
+    types,
+    userId,
+    clientId,
+    usernameHash: username === undefined ? undefined : t.audit.hashUsername(username),
+    since,
+    until,
+    after: cursor(after),
+  }
 }
 
 /** Where the next page starts, when this one was full. */

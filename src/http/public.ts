@@ -41,8 +41,9 @@ export function publicRoutes(app: FastifyInstance, t: Tessera): void {
 
   app.post('/revoke', async (request, reply) => {
     const params = formParams(request)
-    const caller = await authenticateClient(t, clientCredentials(request.headers.authorization, params), clientAddress(request))
-    await revoke(t, caller, params.required('token'))
+    const address = clientAddress(request)
+    const caller = await authenticateClient(t, clientCredentials(request.headers.authorization, params), address)
+    await revoke(t, caller, params.required('token'), { address })
     t.metrics.revocations.inc()
     return noStore(reply).code(200).send()
   })

@@ -2,6 +2,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPair, randomU
 import { promisify } from 'node:util'
 import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
+import type { AuditEvent, AuditRecorder } from '../audit/events.js'
 import { addSeconds, type Clock } from '../clock.js'
 import type { SigningAlg } from '../config.js'
 import { tryLock, withLock } from '../db/locks.js'
@@ -92,6 +93,8 @@ export class KeyManager {
     private readonly log: Logger,
     /** Removing a key goes through the change feed: every instance stops trusting it before we answer. */
     private readonly changes: ChangeWriter,
+    /** Every key change is a security event, recorded once it has committed. */
+    private readonly audit: AuditRecorder,
   ) {}
 
   /**
@@ -173,21 +176,23 @@ export class KeyManager {
   async rotate(opts: { immediate: boolean }): Promise<KeyInfo> {
     const key = await newKey(this.settings.alg, this.kek)
     const now = this.clock.now()
-    const kid = await this.changes.write(async (trx, change) => {
+    const { kid, made, removed } = await this.changes.write(async (trx, change) => {
       await withLock(trx, 'keys')
       const rows = await keyRepository.listLive(trx)
       if (opts.immediate) {
         await keyRepository.remove(trx, rows.map((k) => k.kid), now)
         await keyRepository.insertActive(trx, key, now)
         change({ kind: 'keys', subject: '' })
-        return key.kid
+        return { kid: key.kid, made: true, removed: rows.map((k) => k.kid) }
       }
       // A rotation already under way keeps its key and schedule: asking twice does not delay it.
       const pending = rows.find((k) => k.state === 'next')
-      if (pending !== undefined) return pending.kid
+      if (pending !== undefined) return { kid: pending.kid, made: false, removed: [] }
       await keyRepository.insertNext(trx, key, now, addSeconds(now, this.prepublishSeconds))
-      return key.kid
+      return { kid: key.kid, made: true, removed: [] }
     })
+    // Asked again while a rotation is under way, nothing changed (the admin change is on record).
+    if (made) this.audit.record({ type: 'key.rotated', kid, alg: key.alg, immediate: opts.immediate, removed })
     if (opts.immediate) this.log.warn({ kid, alg: key.alg }, 'emergency rotation: every other signing key removed')
     else this.log.info({ kid }, 'signing key rotation started')
     await this.reload()
@@ -222,6 +227,8 @@ export class KeyManager {
       const key = plan.includes('create-active') || plan.includes('create-next') ? await newKey(this.settings.alg, this.kek) : undefined
       const maxTtl = await this.settings.maxAccessTokenTtl()
       const retireFor = maxTtl + RETIRE_MARGIN_SECONDS + Math.ceil(this.settings.pollIntervalMs / 1000)
+      // Recorded once the transaction has committed: a rolled-back step did not happen.
+      const events: AuditEvent[] = []
       await this.changes.write(async (trx, change) => {
         if (opts.wait) await withLock(trx, 'keys')
         else if (!(await tryLock(trx, 'keys'))) return
@@ -230,23 +237,28 @@ export class KeyManager {
         for (const step of planTick(rows, now, policy)) {
           if (step === 'create-active' && key !== undefined) {
             await keyRepository.insertActive(trx, key, now)
+            events.push({ type: 'key.created', kid: key.kid, alg: key.alg, state: 'active' })
             this.log.info({ kid: key.kid, alg: key.alg }, 'first signing key created')
           } else if (step === 'create-next' && key !== undefined) {
             await keyRepository.insertNext(trx, key, now, addSeconds(now, this.prepublishSeconds))
+            events.push({ type: 'key.created', kid: key.kid, alg: key.alg, state: 'next' })
             this.log.info({ kid: key.kid, alg: key.alg }, 'next signing key published')
           } else if (step === 'promote') {
             const next = rows.find((k) => k.state === 'next')
             if (next === undefined) continue
             await keyRepository.promote(trx, next.kid, now, addSeconds(now, retireFor))
+            events.push({ type: 'key.activated', kid: next.kid, alg: next.alg })
             this.log.info({ kid: next.kid, alg: next.alg }, 'signing key activated')
           } else if (step === 'remove-expired') {
             const expired = rows.filter((k) => k.state === 'retired' && k.remove_at !== null && k.remove_at <= now)
             await keyRepository.remove(trx, expired.map((k) => k.kid), now)
             change({ kind: 'keys', subject: '' })
+            events.push({ type: 'key.removed', kids: expired.map((k) => k.kid) })
             this.log.info({ kids: expired.map((k) => k.kid) }, 'retired signing keys removed')
           }
         }
       })
+      for (const event of events) this.audit.record(event)
     }
     await this.reload()
   }

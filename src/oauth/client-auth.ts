@@ -1,3 +1,4 @@
+import type { AuditRecorder } from '../audit/events.js'
 import type { Client } from '../clients/repository.js'
 import type { ClientService } from '../clients/service.js'
 import { invalidClient, invalidRequest, slowDown } from '../errors.js'
@@ -8,11 +9,13 @@ import type { Params } from './params.js'
 export interface ClientAuthDeps {
   clients: ClientService
   clientThrottle: ClientAuthThrottle
+  audit: AuditRecorder
 }
 
 export interface Credentials {
   clientId: string
   secret: string
+  method: 'client_secret_basic' | 'client_secret_post'
 }
 
 /** RFC 6749 §2.3.1 decodes the Basic credentials as application/x-www-form-urlencoded. */
@@ -31,7 +34,7 @@ function basicCredentials(authorization: string | undefined): Credentials | unde
   const clientId = formDecode(decoded.slice(0, colon))
   const secret = formDecode(decoded.slice(colon + 1))
   if (clientId === '' || secret === '') throw invalidClient('empty Basic credentials')
-  return { clientId, secret }
+  return { clientId, secret, method: 'client_secret_basic' }
 }
 
 /**
@@ -46,7 +49,9 @@ export async function authenticateClient(deps: ClientAuthDeps, creds: Credential
 /** 429 for an address this instance knows to be delayed, before any credentials are looked at. */
 export function refuseDelayedAddress(deps: ClientAuthDeps, address: string): void {
   const wait = deps.clientThrottle.addressDelay(address)
-  if (wait !== undefined) throw slowDown(wait, 'address delayed after failed client authentications')
+  if (wait === undefined) return
+  deps.audit.record({ type: 'client.throttled', address, clientId: null, by: 'address', retryAfter: wait })
+  throw slowDown(wait, 'address delayed after failed client authentications')
 }
 
 /**
@@ -56,9 +61,11 @@ export function refuseDelayedAddress(deps: ClientAuthDeps, address: string): voi
 export async function checkedClient(deps: ClientAuthDeps, creds: Credentials, address: string, client: Client | undefined): Promise<Client> {
   if (client !== undefined) return client
   const detail = `bad credentials for client ${JSON.stringify(creds.clientId)}`
-  const wait = await deps.clientThrottle.failed(creds.clientId, address)
-  if (wait !== undefined) throw slowDown(wait, detail)
-  throw invalidClient(detail)
+  deps.audit.record({ type: 'client.authentication_failed', address, clientId: creds.clientId, method: creds.method, reason: 'invalid_credentials' })
+  const throttled = await deps.clientThrottle.failed(creds.clientId, address)
+  if (throttled === undefined) throw invalidClient(detail)
+  deps.audit.record({ type: 'client.throttled', address, clientId: creds.clientId, by: throttled.by, retryAfter: throttled.retryAfter })
+  throw slowDown(throttled.retryAfter, detail)
 }
 
 /**
@@ -76,7 +83,7 @@ export function clientCredentials(authorization: string | undefined, params: Par
   if (basic !== undefined && postId !== undefined && postId !== basic.clientId) {
     throw invalidRequest('client_id does not match the authenticated client')
   }
-  const creds = basic ?? (postId !== undefined && postSecret !== undefined ? { clientId: postId, secret: postSecret } : undefined)
+  const creds = basic ?? (postId !== undefined && postSecret !== undefined ? { clientId: postId, secret: postSecret, method: 'client_secret_post' as const } : undefined)
   if (creds === undefined) throw invalidClient('no client credentials')
   return creds
 }

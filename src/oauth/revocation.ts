@@ -1,4 +1,5 @@
 import { decodeProtectedHeader } from 'jose'
+import { NO_ORIGIN, type AuditRecorder, type Origin } from '../audit/events.js'
 import type { Client } from '../clients/repository.js'
 import type { KeyManager } from '../keys/manager.js'
 import type { AccessTokens, VerifiedAccessToken } from '../tokens/access-tokens.js'
@@ -9,6 +10,7 @@ export interface RevocationDeps {
   tokens: TokenService
   accessTokens: AccessTokens
   keys: KeyManager
+  audit: AuditRecorder
 }
 
 /**
@@ -23,17 +25,38 @@ export interface RevocationDeps {
  * deny-list until it expires; the refresh token it came with stays usable (§2.1 MAY, not done).
  * Both commit, and every instance has applied them to its view (src/view/), before the response
  * is sent: no instance answers for the token once the client has its answer.
+ *
+ * A revocation that took effect is a security event from `origin` (the token named by its jti or
+ * its grant); one that changed nothing is not.
  */
-export async function revoke(deps: RevocationDeps, caller: Client, token: string): Promise<void> {
+export async function revoke(deps: RevocationDeps, caller: Client, token: string, origin: Origin = NO_ORIGIN): Promise<void> {
   if (looksLikeJwt(token)) {
     const verified = await verifyWithFreshKeys(deps, token)
     if (verified === undefined || verified.claims.client_id !== caller.clientId) return
-    await deps.tokens.denyAccessToken(verified.claims.jti, new Date(verified.claims.exp * 1000))
+    const { claims } = verified
+    if (!(await deps.tokens.denyAccessToken(claims.jti, new Date(claims.exp * 1000)))) return
+    deps.audit.record({
+      type: 'token.revoked',
+      via: 'revocation_endpoint',
+      address: origin.address,
+      clientId: caller.clientId,
+      // A token of a grant (`sid`) is a user's, and `sub` is the user; otherwise the client's own.
+      userId: claims.sid !== undefined ? claims.sub : null,
+      token: { kind: 'access_token', jti: claims.jti },
+    })
     return
   }
   const grant = await deps.tokens.grantOfRefreshToken(token)
   if (grant === undefined || grant.clientId !== caller.clientId) return
-  await deps.tokens.revokeGrant(grant.id)
+  if (!(await deps.tokens.revokeGrant(grant.id))) return
+  deps.audit.record({
+    type: 'token.revoked',
+    via: 'revocation_endpoint',
+    address: origin.address,
+    clientId: caller.clientId,
+    userId: grant.userId,
+    token: { kind: 'refresh_token', grantId: grant.id },
+  })
 }
 
 /**

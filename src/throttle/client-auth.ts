@@ -49,17 +49,19 @@ export class ClientAuthThrottle {
   }
 
   /**
-   * Counts a failed authentication; returns the seconds to wait when the client id or the address
-   * is now delayed (answer 429), or undefined (answer 401).
+   * Counts a failed authentication; when the address or the client id is now delayed (answer
+   * 429), says which and for how many seconds; undefined: answer 401.
    */
-  async failed(clientId: string, address: string): Promise<number | undefined> {
+  async failed(clientId: string, address: string): Promise<{ by: 'address' | 'client'; retryAfter: number } | undefined> {
     const now = this.clock.now()
     const byAddress = await throttleStore.reserve(this.db, 'client_address', address, this.settings.address, now)
     if (byAddress.blockedUntil !== null && byAddress.blockedUntil > now) {
       this.blockedAddresses.set(address, byAddress.blockedUntil.getTime())
-      return secondsUntil(byAddress.blockedUntil, now)
+      return { by: 'address', retryAfter: secondsUntil(byAddress.blockedUntil, now) }
     }
     const byClient = await throttleStore.reserve(this.db, 'client_id', clientId, this.settings.client, now)
-    return byClient.blockedUntil !== null && byClient.blockedUntil > now ? secondsUntil(byClient.blockedUntil, now) : undefined
+    return byClient.blockedUntil !== null && byClient.blockedUntil > now
+      ? { by: 'client', retryAfter: secondsUntil(byClient.blockedUntil, now) }
+      : undefined
   }
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
+import { NO_ORIGIN, type AuditRecorder, type Origin } from '../audit/events.js'
 import { clientRepository, type Client } from '../clients/repository.js'
 import { addSeconds, type Clock } from '../clock.js'
 import type { Database, Executor } from '../db/schema.js'
@@ -37,6 +38,7 @@ export class TokenService {
     private readonly accessTokens: AccessTokens,
     private readonly defaults: TokenLifetimes,
     private readonly changes: ChangeWriter,
+    private readonly audit: AuditRecorder,
   ) {}
 
   private accessTtl(client: Client): number {
@@ -122,24 +124,29 @@ export class TokenService {
     return (await tokenRepository.findRefreshToken(this.db, sha256(token)))?.grant
   }
 
-  /** Deny-lists an access token until it expires, on every instance. */
-  async denyAccessToken(jti: string, expiresAt: Date): Promise<void> {
-    await this.changes.write(async (trx, change) => {
-      if (await tokenRepository.denyAccessToken(trx, jti, expiresAt)) change({ kind: 'access_token', subject: jti, until: expiresAt })
+  /** Deny-lists an access token until it expires, on every instance. False if it already was. */
+  async denyAccessToken(jti: string, expiresAt: Date): Promise<boolean> {
+    return this.changes.write(async (trx, change) => {
+      const denied = await tokenRepository.denyAccessToken(trx, jti, expiresAt)
+      if (denied) change({ kind: 'access_token', subject: jti, until: expiresAt })
+      return denied
     })
   }
 
-  /** Revokes a grant (a refresh-token family with its access tokens) on every instance. */
-  async revokeGrant(grantId: string): Promise<void> {
-    await this.changes.write(async (trx, change) => revokeGrantIn(trx, grantId, this.clock.now(), change))
+  /**
+   * Revokes a grant (a refresh-token family with its access tokens) on every instance. False if it
+   * was revoked already (or is gone).
+   */
+  async revokeGrant(grantId: string): Promise<boolean> {
+    return this.changes.write(async (trx, change) => revokeGrantIn(trx, grantId, this.clock.now(), change))
   }
 
   /**
    * The grant behind a refresh token the client may use now. Expired, revoked, unknown or
    * another client's tokens are invalid_grant; a token already used is reuse, so its whole
-   * family is revoked first (RFC 9700 §4.14.2).
+   * family is revoked first (RFC 9700 §4.14.2), and recorded as a security event from `origin`.
    */
-  async findRefreshToken(client: Client, token: string): Promise<LiveRefreshToken> {
+  async findRefreshToken(client: Client, token: string, origin: Origin = NO_ORIGIN): Promise<LiveRefreshToken> {
     const hash = sha256(token)
     const record = await tokenRepository.findRefreshToken(this.db, hash)
     const now = this.clock.now()
@@ -150,6 +157,7 @@ export class TokenService {
     if (record.expiresAt <= now) throw invalidGrant('refresh token is invalid', 'refresh token expired')
     if (record.usedAt !== null) {
       await this.revokeGrant(record.grant.id)
+      this.recordReuse(client, record.grant, origin, false)
       throw invalidGrant('refresh token is invalid', `refresh token reused: grant ${record.grant.id} revoked`)
     }
     return { hash, grant: record.grant }
@@ -160,7 +168,13 @@ export class TokenService {
    * one is issued in the same grant. Of concurrent exchanges of one token exactly one wins; to
    * the others it is reuse, and the grant is revoked.
    */
-  async rotate(client: Client, presented: LiveRefreshToken, scopes: string[], audiences: string[]): Promise<TokenResponse> {
+  async rotate(
+    client: Client,
+    presented: LiveRefreshToken,
+    scopes: string[],
+    audiences: string[],
+    origin: Origin = NO_ORIGIN,
+  ): Promise<TokenResponse> {
     const now = this.clock.now()
     const accessTtl = this.accessTtl(client)
     const refresh = randomSecret()
@@ -176,7 +190,10 @@ export class TokenService {
       await tokenRepository.extendGrant(trx, grantId, refreshExpiry > accessExpiry ? refreshExpiry : accessExpiry)
       return true
     })
-    if (!won) throw invalidGrant('refresh token is invalid', `refresh token reused concurrently: grant ${grantId} revoked`)
+    if (!won) {
+      this.recordReuse(client, presented.grant, origin, true)
+      throw invalidGrant('refresh token is invalid', `refresh token reused concurrently: grant ${grantId} revoked`)
+    }
     const { token } = this.accessTokens.issue({
       sub: presented.grant.userId,
       clientId: client.clientId,
@@ -187,10 +204,22 @@ export class TokenService {
     })
     return { access_token: token, token_type: 'Bearer', expires_in: accessTtl, scope: scopes.join(' '), refresh_token: refresh }
   }
+
+  private recordReuse(client: Client, grant: Grant, origin: Origin, concurrent: boolean): void {
+    this.audit.record({
+      type: 'refresh_token.reused',
+      address: origin.address,
+      clientId: client.clientId,
+      userId: grant.userId,
+      grantId: grant.id,
+      concurrent,
+    })
+  }
 }
 
-/** Revokes the grant within `trx`, recording the change if it was live. */
-export async function revokeGrantIn(trx: Executor, grantId: string, now: Date, change: (c: Change) => void): Promise<void> {
+/** Revokes the grant within `trx`, recording the change if it was live; whether it was. */
+export async function revokeGrantIn(trx: Executor, grantId: string, now: Date, change: (c: Change) => void): Promise<boolean> {
   const until = await tokenRepository.revokeGrant(trx, grantId, now)
   if (until !== undefined) change({ kind: 'grant', subject: grantId, until })
+  return until !== undefined
 }

@@ -9,6 +9,9 @@ import type { HashSlot } from './hash-queue.js'
 import type { PasswordHasher } from './passwords.js'
 import { userRepository, type User } from './repository.js'
 
+/** The outcome of a password check. */
+export type LoginCheck = { user: User; failure?: undefined } | { failure: 'unknown_user' | 'invalid_password' | 'user_disabled'; user?: User }
+
 /** Users. Writes that can end a user's tokens go through the change feed. */
 export class UserService {
   constructor(
@@ -44,14 +47,18 @@ export class UserService {
   }
 
   /**
-   * The enabled user with this username and password, or undefined; the check runs in `slot`, a
-   * place in the hashing queue. An unknown user, a disabled one and a wrong password cost one
-   * argon2 verification each, so timing tells them apart no better than the answer does.
+   * Checks a username and password, in `slot`, a place in the hashing queue: the user when both
+   * are right and the user is enabled, else why not (with the user, when the username names one:
+   * for the audit, never for the client). An unknown user, a disabled one and a wrong password
+   * cost one argon2 verification each, so timing tells them apart no better than the answer does.
    */
-  async authenticate(username: string, password: string, slot: HashSlot): Promise<User | undefined> {
+  async authenticate(username: string, password: string, slot: HashSlot): Promise<LoginCheck> {
     const user = await userRepository.findByUsername(this.db, username)
     const ok = await this.hasher.verify(slot, user?.passwordHash, password)
-    return ok && user !== undefined && !user.disabled ? user : undefined
+    if (user === undefined) return { failure: 'unknown_user' }
+    if (!ok) return { failure: 'invalid_password', user }
+    if (user.disabled) return { failure: 'user_disabled', user }
+    return { user }
   }
 
   /** A new user; a taken username (case-insensitively) is a conflict, and nothing is written. */

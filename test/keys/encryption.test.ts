@@ -66,6 +66,7 @@ t.test('an instance with another KEY_ENCRYPTION_KEY refuses to load the keys, an
     { alg: 'ES256', rotationInterval: 3600, jwksMaxAge: 0, pollIntervalMs: 1000, maxAccessTokenTtl: async () => 600 },
     createLogger('silent'),
     srv.tessera.feed,
+    srv.tessera.audit,
   )
   await t.rejects(keys.reload(), /does not open with this KEY_ENCRYPTION_KEY/)
   t.notOk(keys.ready)

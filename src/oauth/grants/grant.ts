@@ -1,3 +1,4 @@
+import type { AuditRecorder } from '../../audit/events.js'
 import type { Client, GrantType } from '../../clients/repository.js'
 import type { ClientService } from '../../clients/service.js'
 import type { TokenResponse, TokenService } from '../../tokens/service.js'
@@ -15,6 +16,8 @@ export interface OAuthServices {
   loginThrottle: LoginThrottle
   clientThrottle: ClientAuthThrottle
   hasher: PasswordHasher
+  /** Security events: `audit.record({ type: 'login.failed', address, … })`. */
+  audit: AuditRecorder
   issuer(): string
 }
 

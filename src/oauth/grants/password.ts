@@ -15,16 +15,32 @@ export const passwordGrant: GrantHandler = {
     // A place in the hashing queue first (503 at once when it is full, with nothing counted), then
     // the attempt is counted before the password is checked (src/throttle/login.ts).
     const slot = services.hasher.enter()
-    let user
+    let check
     try {
       const refused = await services.loginThrottle.begin(username, address)
-      if (refused !== undefined) throw slowDown(refused.retryAfter, `login throttled by ${refused.reason}`)
-      user = await services.users.authenticate(username, password, slot)
+      if (refused !== undefined) {
+        services.audit.record({
+          type: 'login.throttled',
+          address,
+          clientId: client.clientId,
+          username,
+          by: refused.reason,
+          blockedUntil: new Date(Date.now() + refused.retryAfter * 1000),
+        })
+        throw slowDown(refused.retryAfter, `login throttled by ${refused.reason}`)
+      }
+      check = await services.users.authenticate(username, password, slot)
     } finally {
       slot.leave()
     }
-    if (user === undefined) throw invalidGrant('invalid username or password')
+    if (check.failure !== undefined) {
+      const known = check.user && { id: check.user.id, username: check.user.username }
+      services.audit.record({ type: 'login.failed', address, clientId: client.clientId, username, user: known, reason: check.failure })
+      throw invalidGrant('invalid username or password', check.failure)
+    }
+    const { user } = check
     await services.loginThrottle.succeeded(username, address)
+    services.audit.record({ type: 'login.succeeded', address, clientId: client.clientId, user: { id: user.id, username: user.username } })
     const scopes = grantScopes(requested, allowedForUser(client.scopes, user.scopes))
     return services.tokens.startGrant(client, user, scopes, audiences)
   },

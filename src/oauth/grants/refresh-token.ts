@@ -6,8 +6,8 @@ import type { GrantHandler } from './grant.js'
 export const refreshTokenGrant: GrantHandler = {
   grantType: 'refresh_token',
   parameters: ['refresh_token', 'scope', 'resource'],
-  async handle({ client, params, services }) {
-    const presented = await services.tokens.findRefreshToken(client, params.required('refresh_token'))
+  async handle({ client, params, services, address }) {
+    const presented = await services.tokens.findRefreshToken(client, params.required('refresh_token'), { address })
     const { grant } = presented
     const user = await services.users.find(grant.userId)
     if (user === undefined || user.disabled) throw invalidGrant('refresh token is invalid', 'user disabled or deleted')
@@ -22,6 +22,6 @@ export const refreshTokenGrant: GrantHandler = {
     const beyond = resources.filter((r) => !grant.audiences.includes(r))
     if (beyond.length > 0) throw invalidTarget(`resource not in the original grant: ${beyond.join(' ')}`)
     const audiences = resources.length > 0 ? [...new Set(resources)] : grant.audiences
-    return services.tokens.rotate(client, presented, scopes, audiences)
+    return services.tokens.rotate(client, presented, scopes, audiences, { address })
   },
 }
