@@ -1,7 +1,7 @@
-import formbody from '@fastify/formbody'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { adminRoutes } from './http/admin.js'
 import { installErrorHandling, sendError, toOAuthError } from './http/errors.js'
+import { checkRequestTarget, clientErrorHandler, installFormParser, installJsonParser } from './http/parsers.js'
 import { publicRoutes } from './http/public.js'
 import type { Tessera } from './tessera.js'
 
@@ -22,8 +22,11 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
       sendError(reply, toOAuthError(err))
     },
     routerOptions: { maxParamLength: 500 },
+    clientErrorHandler,
   })
   installErrorHandling(app, t.metrics)
+  installJsonParser(app)
+  app.addHook('onRequest', async (request) => checkRequestTarget(request.raw.url ?? ''))
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unknown'
     const seconds = reply.elapsedTime / 1000
@@ -39,7 +42,7 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
 /** The public API: token, introspection, revocation, keys, metadata and health. Never listens. */
 export async function buildPublicApp(t: Tessera): Promise<FastifyInstance> {
   const app = baseApp(t, 'public')
-  await app.register(formbody)
+  installFormParser(app)
   publicRoutes(app, t)
   return app
 }
