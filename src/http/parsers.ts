@@ -5,7 +5,6 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import { parse as parseForm } from 'fast-querystring'
 import type { FastifyInstance } from 'fastify'
-import { invalidRequest } from '../errors.js'
 import { checkPercentEncoding, checkText, decodeUtf8 } from '../input.js'
 
 /**
@@ -70,14 +69,11 @@ function checkJsonStrings(root: unknown): void {
 }
 
 /**
- * The request target as it arrived: printable ASCII (RFC 3986 §2: anything else is
- * percent-encoded), every `%` starting a UTF-8 sequence. Node passes other bytes through as
- * Latin-1 characters, and the query parser keeps an undecodable `%FF` as three characters.
+ * The request target as it arrived, every `%` starting a UTF-8 sequence: the query parser keeps an
+ * undecodable `%FF` as the three characters it is made of. (Node's HTTP parser already refuses a
+ * target with bytes beyond printable ASCII: see clientErrorHandler.)
  */
 export function checkRequestTarget(url: string): void {
-  if (/[^\x21-\x7e]/.test(url)) {
-    throw invalidRequest('the URL may hold printable ASCII only; percent-encode anything else')
-  }
   checkPercentEncoding(url, 'the URL')
 }
 
