@@ -46,7 +46,7 @@ export const isCommonPassword = (password: string): boolean => commonPasswords()
  * precomposed or as a base and an accent counts once either way.
  */
 export function checkNewPassword(username: string, password: string): void {
-  checkText('password', password, { max: LIMITS.password, freeText: true })
+  checkText('password', password, { max: Number.MAX_SAFE_INTEGER, freeText: true })
   const length = [...password.normalize('NFC')].length
   if (length < PASSWORD_MIN_LENGTH) {
     throw invalidRequest(`password is too short: it must have at least ${PASSWORD_MIN_LENGTH} characters`)
@@ -54,6 +54,8 @@ export function checkNewPassword(username: string, password: string): void {
   if (length > PASSWORD_MAX_LENGTH) {
     throw invalidRequest(`password is too long: it may have at most ${PASSWORD_MAX_LENGTH} characters`)
   }
+  // Only a password sent far from NFC (each character decomposed) can pass the count and not this.
+  checkText('password', password, { max: LIMITS.password, freeText: true })
   if (usernameKey(password) === usernameKey(username)) throw invalidRequest('password must not be the username')
   if (isCommonPassword(password)) {
     throw invalidRequest('password is one of the 10,000 most common passwords: choose one that is harder to guess')
