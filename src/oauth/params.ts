@@ -94,7 +94,7 @@ export function checkBasicCredentials(authorization: string | undefined): { clie
   if (authorization === undefined) return undefined
   const match = /^Basic[ ]+([A-Za-z0-9+/]+={0,2})[ ]*$/i.exec(authorization)
   if (match === null) return undefined
-  const decoded = decodeUtf8(Buffer.from(match[1]!, 'base64'), 'the Basic credentials')
+  const decoded = decodeUtf8(Buffer.from(match[1]!, 'base64'), 'the decoded Basic header')
   const colon = decoded.indexOf(':')
   if (colon < 0) return undefined
   return {

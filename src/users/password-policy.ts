@@ -1,6 +1,6 @@
-// The rules a new password must meet (NIST SP 800-63B §3.1.1.2): a length, not the username,
-// not a common password. No composition rules (a digit, a capital) and no expiry: NIST advises
-// against both, as they push people to predictable patterns.
+// The rules a new password must meet (NIST SP 800-63B rev. 3, §5.1.1.2): a length, not the
+// username, not a common password. No composition rules (a digit, a capital) and no expiry: NIST
+// advises against both, as they push people to predictable patterns.
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { invalidRequest } from '../errors.js'

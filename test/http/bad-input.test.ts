@@ -139,7 +139,7 @@ t.test('the client id and secret of a Basic header are checked like the form par
     ['a%09b:secret', /client_id of the Basic credentials contains a control character/],
     [`${app.id}:s%00`, /the client_secret of the Basic credentials contains a NUL/],
     ['a%FFb:secret', /the client_id of the Basic credentials has a percent-encoded sequence that is not UTF-8/],
-    [bytes('a', [0xff], 'b:secret'), /the Basic credentials is not valid UTF-8/],
+    [bytes('a', [0xff], 'b:secret'), /the decoded Basic header is not valid UTF-8/],
     [`${'a'.repeat(300)}:secret`, /client_id of the Basic credentials is too long \(at most 256 bytes\)/],
     [`${app.id}:${'s'.repeat(600)}`, /client_secret of the Basic credentials is too long \(at most 512 bytes\)/],
   ]
