@@ -1,8 +1,8 @@
-import formbody from '@fastify/formbody'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { adminRoutes } from './http/admin.js'
 import { coolDownRefusedConnections } from './http/cool-down.js'
 import { installErrorHandling, refusals, sendError, toOAuthError } from './http/errors.js'
+import { checkRequestTarget, clientErrorHandler, installFormParser, installJsonParser } from './http/parsers.js'
 import { publicRoutes } from './http/public.js'
 import type { Tessera } from './tessera.js'
 
@@ -25,8 +25,11 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
     routerOptions: { maxParamLength: 500 },
     // request.ip: the TCP peer, or behind these proxies the right-most address they did not add.
     trustProxy: t.config.trustProxy.length > 0 ? t.config.trustProxy : false,
+    clientErrorHandler,
   })
   installErrorHandling(app, t.metrics)
+  installJsonParser(app)
+  app.addHook('onRequest', async (request) => checkRequestTarget(request.raw.url ?? ''))
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unknown'
     const seconds = reply.elapsedTime / 1000
@@ -49,7 +52,7 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
 export async function buildPublicApp(t: Tessera): Promise<FastifyInstance> {
   const app = baseApp(t, 'public')
   coolDownRefusedConnections(app)
-  await app.register(formbody)
+  await installFormParser(app)
   publicRoutes(app, t)
   return app
 }

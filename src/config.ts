@@ -2,6 +2,7 @@
 
 import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
+import { LIMITS } from './input.js'
 
 export type SigningAlg = 'ES256' | 'EdDSA' | 'RS256' | 'PS256'
 export const SIGNING_ALGS: readonly SigningAlg[] = ['ES256', 'EdDSA', 'RS256', 'PS256']
@@ -113,6 +114,15 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (bootstrapSecret !== undefined && bootstrapSecret.length < 16) {
     throw new ConfigError('BOOTSTRAP_ADMIN_CLIENT_SECRET must be at least 16 characters')
+  }
+  // A client presents them as the token endpoint accepts them (src/input.ts), or not at all.
+  for (const [name, value, max] of [
+    ['BOOTSTRAP_ADMIN_CLIENT_ID', bootstrapId, LIMITS.clientId],
+    ['BOOTSTRAP_ADMIN_CLIENT_SECRET', bootstrapSecret, LIMITS.clientSecret],
+  ] as const) {
+    if (value !== undefined && (/[\x00-\x1f\x7f]/.test(value) || Buffer.byteLength(value, 'utf8') > max)) {
+      throw new ConfigError(`${name} must have no control characters and at most ${max} bytes of UTF-8`)
+    }
   }
   const signingAlg = (str(env, 'SIGNING_ALG') ?? 'ES256') as SigningAlg
   if (!SIGNING_ALGS.includes(signingAlg)) {

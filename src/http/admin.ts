@@ -4,6 +4,7 @@ import type { AuditCursor, AuditFilter } from '../audit/repository.js'
 import { auditView } from '../audit/service.js'
 import { GRANT_TYPES, type Client, type ClientSettings } from '../clients/repository.js'
 import { OAuthError, invalidRequest, notFound } from '../errors.js'
+import { LIMITS, checkText, type TextRule } from '../input.js'
 import type { Tessera } from '../tessera.js'
 import { asUuid } from '../tokens/repository.js'
 import type { User } from '../users/repository.js'
@@ -23,7 +24,7 @@ const identifierList = {
   type: 'array',
   maxItems: 100,
   uniqueItems: true,
-  items: { type: 'string', pattern: '^\\S+$', maxLength: 2000 },
+  items: { type: 'string', pattern: '^[^\\s\\x00-\\x1f\\x7f]+$', maxLength: 2000 },
 } as const
 const ttl = { type: ['integer', 'null'], minimum: 1, maximum: 315_360_000 } as const
 const clientProperties = {
@@ -42,7 +43,9 @@ const createClientSchema = {
   properties: clientProperties,
 } as const
 const patchClientSchema = { type: 'object', additionalProperties: false, minProperties: 1, properties: clientProperties } as const
-const password = { type: 'string', minLength: 1, maxLength: 1024 } as const
+// Its length and content are the password policy's to judge (src/users/password-policy.ts), with
+// a description that says which rule failed.
+const password = { type: 'string' } as const
 const userScopes = { anyOf: [scopeList, { type: 'null' }] } as const
 const createUserSchema = {
   type: 'object',
@@ -144,6 +147,29 @@ function singleQueryValue(q: Record<string, unknown>, name: string): string | un
 
 const query = (request: FastifyRequest) => (request.query ?? {}) as Record<string, unknown>
 
+// What the path and query parameters may hold (src/input.ts). A user id that is not a UUID is
+// simply not found (404); one with a control character or beyond any id's length is malformed.
+const PATH_RULES: Record<string, TextRule> = { client_id: { max: LIMITS.clientId }, id: { max: LIMITS.id } }
+const QUERY_RULES: Record<string, TextRule> = {
+  username: { max: LIMITS.username },
+  after: { max: LIMITS.id },
+  limit: { max: LIMITS.keyword },
+  immediate: { max: LIMITS.keyword },
+}
+const OTHER_QUERY: TextRule = { max: LIMITS.other, freeText: true }
+
+function checkPathAndQuery(request: FastifyRequest): void {
+  for (const [name, value] of Object.entries((request.params ?? {}) as Record<string, string>)) {
+    checkText(`${name} in the path`, value, PATH_RULES[name] ?? { max: LIMITS.id })
+  }
+  for (const [name, value] of Object.entries(query(request))) {
+    checkText('a query parameter name', name, { max: LIMITS.keyword })
+    for (const v of Array.isArray(value) ? value : [value]) {
+      checkText(`query parameter "${name}"`, String(v), QUERY_RULES[name] ?? OTHER_QUERY)
+    }
+  }
+}
+
 /**
  * The bearer token's client and scopes if it is an active access token of this server (RFC 6750
  * §2.1 header only: §2.2's form body and §2.3's query are not accepted); otherwise a 401.
@@ -151,6 +177,8 @@ const query = (request: FastifyRequest) => (request.query ?? {}) as Record<strin
 async function bearer(t: Tessera, request: FastifyRequest): Promise<{ clientId: string; scopes: string[] }> {
   const match = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(request.headers.authorization ?? '')
   if (match === null) throw new OAuthError('invalid_token', 'a bearer access token is required')
+  // RFC 6750 §3.1: a malformed request is invalid_request; no token of ours is anywhere near this.
+  if (match[1]!.length > LIMITS.token) throw invalidRequest(`the access token is too long (at most ${LIMITS.token} bytes)`)
   const active = await t.status.activeAccessToken(match[1]!)
   if (active === undefined) throw new OAuthError('invalid_token', 'the access token is not active')
   return { clientId: active.claims.client_id, scopes: active.claims.scope.split(' ') }
@@ -171,6 +199,7 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     const { clientId, scopes } = await bearer(t, request)
     calls.set(request, { adminClientId: clientId })
     requireScope(scopes, request.routeOptions.url === '/metrics' ? ['metrics', 'admin'] : ['admin'])
+    checkPathAndQuery(request)
   })
 
   // Every call to a mutating route is on record once answered, refused ones too.

@@ -3,6 +3,14 @@ import { isDatabaseUnavailable } from '../db/errors.js'
 import { OAuthError, temporarilyUnavailable } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 
+/** What fastify's own refusals mean, in words a client can act on. */
+const FRAMEWORK_DESCRIPTIONS: Record<string, string> = {
+  FST_ERR_BAD_URL: 'the URL has a percent-encoded sequence that is not UTF-8, or a "%" without two hex digits',
+  FST_ERR_MAX_PARAM_LENGTH: 'a segment of the URL path is too long',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'the request body is not valid JSON',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'the request body is empty; JSON was expected',
+}
+
 /** The one place where errors become HTTP: RFC 6749 §5.2 JSON, never a stack trace. */
 export function toOAuthError(err: unknown): OAuthError {
   if (err instanceof OAuthError) return err
@@ -15,6 +23,8 @@ export function toOAuthError(err: unknown): OAuthError {
     return new OAuthError('invalid_request', 'unsupported content type')
   }
   if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new OAuthError('invalid_request', 'request body too large')
+  const description = e.code === undefined ? undefined : FRAMEWORK_DESCRIPTIONS[e.code]
+  if (description !== undefined) return new OAuthError('invalid_request', description, e.message)
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     return new OAuthError('invalid_request', 'malformed request', e.message)
   }

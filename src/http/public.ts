@@ -3,20 +3,26 @@ import { invalidRequest } from '../errors.js'
 import { clientAddress } from './address.js'
 import { authenticateClient, clientCredentials } from '../oauth/client-auth.js'
 import { introspect } from '../oauth/introspection.js'
-import { Params } from '../oauth/params.js'
+import { Params, checkBasicCredentials } from '../oauth/params.js'
 import { revoke } from '../oauth/revocation.js'
 import { SUPPORTED_GRANT_TYPES, tokenEndpoint } from '../oauth/token-endpoint.js'
 import type { Tessera } from '../tessera.js'
 
 const AUTH_METHODS = ['client_secret_basic', 'client_secret_post']
 
-/** RFC 6749 §3.2: requests to the token endpoint (and RFC 7662/7009's) are form-encoded. */
+/**
+ * RFC 6749 §3.2: requests to the token endpoint (and RFC 7662/7009's) are form-encoded. The
+ * parameters, and the client id and secret of a Basic header, are checked here (src/input.ts),
+ * before client authentication or a grant reads them.
+ */
 function formParams(request: FastifyRequest): Params {
   const type = request.headers['content-type']?.split(';')[0]?.trim().toLowerCase()
   if (type !== 'application/x-www-form-urlencoded') {
     throw invalidRequest('the request body must be application/x-www-form-urlencoded')
   }
-  return Params.from(request.body)
+  const params = Params.from(request.body)
+  checkBasicCredentials(request.headers.authorization)
+  return params
 }
 
 function noStore(reply: FastifyReply): FastifyReply {

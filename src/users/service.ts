@@ -5,6 +5,7 @@ import type { Database } from '../db/schema.js'
 import { OAuthError } from '../errors.js'
 import { asUuid } from '../tokens/repository.js'
 import type { ChangeWriter } from '../view/changes.js'
+import { checkNewPassword } from './password-policy.js'
 import type { HashSlot } from './hash-queue.js'
 import type { PasswordHasher } from './passwords.js'
 import { userRepository, type User } from './repository.js'
@@ -61,8 +62,12 @@ export class UserService {
     return { user }
   }
 
-  /** A new user; a taken username (case-insensitively) is a conflict, and nothing is written. */
+  /**
+   * A new user; a password that breaks the policy (src/users/password-policy.ts) is
+   * invalid_request, a taken username (case-insensitively) a conflict, and nothing is written.
+   */
   async create(input: { username: string; password: string; scopes: string[] | null }): Promise<User> {
+    checkNewPassword(input.username, input.password)
     // Hashed before any database work: argon2 is slow, and no transaction is held across it.
     const passwordHash = await this.hasher.hash(input.password)
     const user = await userRepository.insert(
@@ -88,11 +93,16 @@ export class UserService {
     })
   }
 
-  /** Replaces the password; false when there is no such user. */
+  /**
+   * Replaces the password; false when there is no such user, invalid_request when the password
+   * breaks the policy.
+   */
   async setPassword(id: string, password: string): Promise<boolean> {
     const uuid = asUuid(id)
-    // Looked up first so that an unknown id does not cost an argon2 hash.
-    if (uuid === null || (await userRepository.find(this.db, uuid)) === undefined) return false
+    // Looked up first so that an unknown id does not cost an argon2 hash, and for its username.
+    const user = uuid === null ? undefined : await userRepository.find(this.db, uuid)
+    if (uuid === null || user === undefined) return false
+    checkNewPassword(user.username, password)
     const passwordHash = await this.hasher.hash(password)
     return this.changes.write(async (trx, change) => {
       const updated = (await userRepository.update(trx, uuid, { passwordHash }, this.clock.now())) !== undefined

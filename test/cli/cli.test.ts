@@ -156,7 +156,7 @@ t.test('user create reads the password from stdin, and the user can log in', asy
   t.equal(token.body.scope, 'read', '--scopes narrows the user')
   t.equal(decodeJwt(token.body.access_token).payload.sub, id)
 
-  const duplicate = await admin(['user', 'create', 'BOB'], { input: 'x\n' })
+  const duplicate = await admin(['user', 'create', 'BOB'], { input: 'another password\n' })
   t.equal(duplicate.code, 1)
   t.match(duplicate.stderr, /^tessera: conflict/)
 

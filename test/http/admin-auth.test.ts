@@ -84,8 +84,8 @@ t.test('a forged token, signed by a key that is not ours under our kid and issue
 
 t.test('a refresh token is not an access token', async (t) => {
   const app = await srv.createClient({ scopes: ['admin'] })
-  await srv.createUser('root-user', 'root pw')
-  const r = await srv.post('/token', { grant_type: 'password', username: 'root-user', password: 'root pw' }, app.auth)
+  await srv.createUser('root-user', 'root password')
+  const r = await srv.post('/token', { grant_type: 'password', username: 'root-user', password: 'root password' }, app.auth)
   t.equal(r.status, 200)
   assertUnauthorized(t, await adminGet('/admin/clients', `Bearer ${r.body.refresh_token}`))
 })

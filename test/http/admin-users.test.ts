@@ -25,25 +25,25 @@ t.test('create: 201 with an id and the username as given, never a password or ha
   t.type(r.body.created_at, 'string')
   t.notMatch(r.text, /password|hash|argon/i)
   t.notOk(r.text.includes('carol secret pw'))
-  const noScopes = await srv.admin('POST', '/admin/users', { username: 'dave', password: 'dave pw' })
+  const noScopes = await srv.admin('POST', '/admin/users', { username: 'dave', password: 'dave password' })
   t.equal(noScopes.status, 201)
   t.equal(noScopes.body.scopes, null, 'no scopes: whatever the client allows')
   t.equal((await passwordGrant('carol', 'carol secret pw')).body.scope, 'read')
-  t.equal((await passwordGrant('dave', 'dave pw')).body.scope, 'read write')
+  t.equal((await passwordGrant('dave', 'dave password')).body.scope, 'read write')
 })
 
 t.test('a duplicate username, in any case, is 409 conflict and writes nothing', async (t) => {
-  await srv.createUser('Erin', 'erin pw')
+  await srv.createUser('Erin', 'erin password')
   const before = await allUsers()
   for (const username of ['Erin', 'erin', 'ERIN', 'eRiN']) {
     assertOAuthError(t, await srv.admin('POST', '/admin/users', { username, password: 'other pw' }), 409, 'conflict')
   }
   // Compared after Unicode NFC normalisation: é precomposed and as e + combining accent are one name.
-  await srv.createUser('Ren\u00e9', 'rene pw')
-  assertOAuthError(t, await srv.admin('POST', '/admin/users', { username: 'RENE\u0301', password: 'x' }), 409, 'conflict')
+  await srv.createUser('Ren\u00e9', 'rene password')
+  assertOAuthError(t, await srv.admin('POST', '/admin/users', { username: 'RENE\u0301', password: 'another password' }), 409, 'conflict')
   const after = await allUsers()
   t.equal(after.length, before.length + 1)
-  t.equal((await passwordGrant('erin', 'erin pw')).status, 200, 'the original password still works')
+  t.equal((await passwordGrant('erin', 'erin password')).status, 200, 'the original password still works')
   t.equal((await passwordGrant('erin', 'other pw')).status, 400)
 })
 
@@ -63,7 +63,7 @@ t.test('list: ?username= matches case-insensitively', async (t) => {
 })
 
 t.test('list: ?limit= and ?after= walk every user once', async (t) => {
-  for (let i = 0; i < 4; i++) await srv.createUser(`paged-${i}`, 'pw')
+  for (let i = 0; i < 4; i++) await srv.createUser(`paged-${i}`, 'paged password')
   const everything = (await allUsers()).map((u) => u.id)
   t.ok(everything.length >= 5)
   t.same([...everything].sort(), everything, 'ordered by id')
@@ -117,25 +117,25 @@ t.test('PATCH scopes changes only scopes, and narrows tokens', async (t) => {
 })
 
 t.test('a disabled user cannot get tokens or refresh; enabling restores it', async (t) => {
-  const id = await srv.createUser('Ivan', 'ivan pw')
-  const issued = await passwordGrant('ivan', 'ivan pw')
+  const id = await srv.createUser('Ivan', 'ivan password')
+  const issued = await passwordGrant('ivan', 'ivan password')
   t.equal(issued.status, 200)
   const r = await srv.admin('PATCH', `/admin/users/${id}`, { disabled: true })
   t.equal(r.status, 200)
   t.equal(r.body.disabled, true)
   t.equal(r.body.username, 'Ivan', 'untouched')
-  assertOAuthError(t, await passwordGrant('ivan', 'ivan pw'), 400, 'invalid_grant')
+  assertOAuthError(t, await passwordGrant('ivan', 'ivan password'), 400, 'invalid_grant')
   assertOAuthError(t, await refresh(issued.body.refresh_token), 400, 'invalid_grant')
   t.same(await introspect(issued.body.access_token), { active: false }, 'live tokens stop too')
 
   const enabled = await srv.admin('PATCH', `/admin/users/${id}`, { disabled: false })
   t.equal(enabled.body.disabled, false)
-  t.equal((await passwordGrant('ivan', 'ivan pw')).status, 200)
+  t.equal((await passwordGrant('ivan', 'ivan password')).status, 200)
   t.equal((await refresh(issued.body.refresh_token)).status, 200, 'disabling revoked nothing')
 })
 
 t.test('bad PATCH bodies are 400 and change nothing', async (t) => {
-  const id = await srv.createUser('Judy', 'judy pw')
+  const id = await srv.createUser('Judy', 'judy password')
   const before = (await srv.admin('GET', `/admin/users/${id}`)).body
   for (const body of [{}, { disabled: 'yes' }, { disabled: null }, { scopes: 'read' }, { scopes: ['a b'] }, { username: 'judith' }, { password: 'x' }, { id: 'x' }, [], null, 1]) {
     assertOAuthError(t, await srv.admin('PATCH', `/admin/users/${id}`, body), 400, 'invalid_request')
@@ -156,7 +156,7 @@ t.test('DELETE: 204, then 404; the user can no longer log in or refresh', async 
   assertOAuthError(t, await refresh(issued.body.refresh_token), 400, 'invalid_grant')
   assertOAuthError(t, await passwordGrant('mallory', 'mallory pw'), 400, 'invalid_grant')
   t.same(await introspect(issued.body.access_token), { active: false })
-  const again = await srv.admin('POST', '/admin/users', { username: 'mallory', password: 'new pw' })
+  const again = await srv.admin('POST', '/admin/users', { username: 'mallory', password: 'mallory again' })
   t.equal(again.status, 201, 'the name is free again')
   t.not(again.body.id, id)
   assertOAuthError(t, await refresh(issued.body.refresh_token), 400, 'invalid_grant')
@@ -169,7 +169,7 @@ t.test('POST password: 204; the old password stops, the new one works', async (t
   t.equal(r.text, '')
   assertOAuthError(t, await passwordGrant('niaj', 'old password'), 400, 'invalid_grant')
   t.equal((await passwordGrant('niaj', 'new password')).status, 200)
-  for (const body of [{}, { password: '' }, { password: 12345678 }, { password: 'x', extra: 1 }, { new_password: 'x' }, null]) {
+  for (const body of [{}, { password: '' }, { password: 12345678 }, { password: 'a fine password', extra: 1 }, { new_password: 'x' }, null]) {
     assertOAuthError(t, await srv.admin('POST', `/admin/users/${id}/password`, body), 400, 'invalid_request')
   }
   t.equal((await passwordGrant('niaj', 'new password')).status, 200, 'unchanged by the bad requests')
@@ -178,19 +178,19 @@ t.test('POST password: 204; the old password stops, the new one works', async (t
 t.test('bad create bodies are 400 invalid_request and write nothing', async (t) => {
   const before = await allUsers()
   const bad: unknown[] = [
-    { password: 'pw' },
+    { password: 'oscar password' },
     { username: 'oscar' },
-    { username: '', password: 'pw' },
-    { username: ' oscar', password: 'pw' },
-    { username: 'oscar ', password: 'pw' },
-    { username: 'os\ncar', password: 'pw' },
-    { username: 7, password: 'pw' },
+    { username: '', password: 'oscar password' },
+    { username: ' oscar', password: 'oscar password' },
+    { username: 'oscar ', password: 'oscar password' },
+    { username: 'os\ncar', password: 'oscar password' },
+    { username: 7, password: 'oscar password' },
     { username: 'oscar', password: '' },
     { username: 'oscar', password: 42 },
-    { username: 'oscar', password: 'pw', scopes: 'read' },
-    { username: 'oscar', password: 'pw', scopes: ['re ad'] },
-    { username: 'oscar', password: 'pw', disabled: true },
-    { username: 'x'.repeat(201), password: 'pw' },
+    { username: 'oscar', password: 'oscar password', scopes: 'read' },
+    { username: 'oscar', password: 'oscar password', scopes: ['re ad'] },
+    { username: 'oscar', password: 'oscar password', disabled: true },
+    { username: 'x'.repeat(201), password: 'oscar password' },
     [],
     'oscar',
     null,
