@@ -5,9 +5,9 @@
 // { event: 'open' } and { event: 'close' } at the edges of the measured window and answers
 // { event: 'result', verifies, failures, seconds, p50, p99 } (latencies in ms).
 //
-// "Maximum useful concurrency": argon2 runs on libuv's thread pool, whose size the parent sets
-// (UV_THREADPOOL_SIZE, at least 4 and at least the number of cores); twice as many verifies are
-// kept in flight, so that no thread ever waits for work.
+// Concurrency: as many verifies at once as Tessera lets run (HASH_CONCURRENCY, which the parent
+// passes: by default one fewer than the cores, so that the event loop keeps a core), each
+// started the moment the last one ends; the ceiling of what Tessera's password grant can reach.
 import argon2 from 'argon2'
 import { randomBytes } from 'node:crypto'
 import { ARGON2_OPTIONS } from '../dist/src/users/passwords.js'
@@ -18,7 +18,7 @@ if (typeof process.send !== 'function') {
 }
 
 const threads = Number(process.env.UV_THREADPOOL_SIZE) || 4
-const inFlight = threads * 2
+const inFlight = Number(process.env.HASH_CONCURRENCY) || threads * 2
 const password = randomBytes(18).toString('base64url')
 const hash = await argon2.hash(password, ARGON2_OPTIONS)
 
