@@ -46,10 +46,10 @@ t.test('AUDIT_RETENTION_DAYS: 90 by default, a whole number of days from 1', asy
 })
 
 t.test('events older than the retention are deleted; younger ones stay', async (t) => {
-  const old = await srv.createUser('old-news', 'pw')
+  const old = await srv.createUser('old-news', 'a long enough password')
   await atLeast(srv, { user: old })
   clock.advance(DAY)
-  const recent = await srv.createUser('recent-news', 'pw')
+  const recent = await srv.createUser('recent-news', 'a long enough password')
   await atLeast(srv, { user: recent })
 
   clock.advance(DAY - 1)
@@ -67,7 +67,7 @@ t.test('a write that fails is tried again at the next interval', async (t) => {
   await srv.tessera.audit.flush()
   const written = await metric('tessera_audit_events_written_total')
   await sql`alter table audit_events rename to audit_events_away`.execute(srv.tessera.db)
-  const id = await srv.createUser('written-late', 'pw')
+  const id = await srv.createUser('written-late', 'a long enough password')
   await recorded()
   await srv.tessera.audit.flush()
   t.equal(srv.tessera.audit.pending, 1, 'kept after a failed write')
@@ -83,7 +83,7 @@ t.test('a database that keeps refusing costs the events, never a request', async
   const dropped = await metric('tessera_audit_events_dropped_total')
   await sql`alter table audit_events rename to audit_events_away`.execute(srv.tessera.db)
   try {
-    const id = await srv.createUser('never-on-record', 'pw')
+    const id = await srv.createUser('never-on-record', 'a long enough password')
     t.ok(id, 'the change itself succeeds')
     await recorded()
     // The timer tries too: wait until the retries are used up, however they were spent.
@@ -102,7 +102,7 @@ t.test('a database that keeps refusing costs the events, never a request', async
     await sql`alter table audit_events_away rename to audit_events`.execute(srv.tessera.db)
   }
   t.equal(await metric('tessera_audit_events_dropped_total'), dropped + 1)
-  const later = await srv.createUser('on-record-again', 'pw')
+  const later = await srv.createUser('on-record-again', 'a long enough password')
   t.equal((await atLeast(srv, { user: later })).length, 1, 'and the next ones are written again')
 })
 
@@ -134,7 +134,7 @@ t.test('events recorded just before a clean shutdown are in the database after i
   const created = await fetch(`${running.adminUrl}/admin/users`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token.access_token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ username: 'last-words', password: 'pw' }),
+    body: JSON.stringify({ username: 'last-words', password: 'a long enough password' }),
   }).then((r) => r.json() as Promise<{ id: string }>)
   for (let i = 0; i < 3; i++) audit.record({ type: 'key.removed', kids: [`shutdown-${i}`] })
   t.ok(audit.pending >= 3, 'buffered, not written yet')

@@ -106,7 +106,7 @@ t.test('events recorded at the same moment page apart by the order they were sto
   // Five changes in the same millisecond of the test clock.
   clock.advance(1)
   const made: string[] = []
-  for (let i = 0; i < 5; i++) made.push(await srv.createUser(`same-moment-${i}`, 'pw'))
+  for (let i = 0; i < 5; i++) made.push(await srv.createUser(`same-moment-${i}`, 'a long enough password'))
   const since = clock.now().toISOString()
   const all = await atLeast(srv, { since, type: 'admin.change' }, 5)
   t.same(all.map((e) => e.user_id), [...made].reverse())

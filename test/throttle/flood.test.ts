@@ -14,9 +14,11 @@ import { isolatedDatabase } from '../helpers/server.js'
 
 const ADMIN: [string, string] = ['flood-admin', 'flood-admin-secret-0123456789']
 const FLOOD_CONNECTIONS = 64
-const FLOOD_MS = 4000
-// 3x of a sub-millisecond p99 would be below what a timer on a shared machine can tell apart.
-const FLOOR_MS = 25
+const FLOOD_MS = 3000
+const ROUNDS = 3
+// 3x of a p99 of a few milliseconds is below what a shared two-core machine can tell apart. (The
+// failure this guards against, argon2 holding every signature up, was 800 ms.)
+const FLOOR_MS = 50
 
 const database = await isolatedDatabase()
 const srv = await spawnServer(t, {
@@ -78,18 +80,31 @@ async function p99s(ms: number): Promise<Record<Probe, number>> {
 
 t.test('a flood of password grants does not slow the other paths down, and passes', async (t) => {
   await p99s(500) // warm up
-  const unloaded = await p99s(2000)
-
-  const flood = floodFromAnotherProcess({
-    url: srv.url,
-    auth: app,
-    connections: FLOOD_CONNECTIONS,
-    durationMs: FLOOD_MS,
-    subnet: '127.3.0',
-  })
-  await new Promise((r) => setTimeout(r, 500))
-  const loaded = await p99s(FLOOD_MS - 1000)
-  const statuses = new Map(Object.entries(await flood).map(([k, v]) => [Number(k), v]))
+  // Rounds of quiet and flood, alternating, and the median of each: this machine is shared, and
+  // what else runs on it moves both kinds of measurement alike.
+  const quiet: Array<Record<Probe, number>> = []
+  const flooded: Array<Record<Probe, number>> = []
+  const statuses = new Map<number, number>()
+  for (let round = 0; round < ROUNDS; round++) {
+    quiet.push(await p99s(1500))
+    const flood = floodFromAnotherProcess({
+      url: srv.url,
+      auth: app,
+      connections: FLOOD_CONNECTIONS,
+      durationMs: FLOOD_MS,
+      subnet: `127.3.${round}`,
+    })
+    await new Promise((r) => setTimeout(r, 500))
+    flooded.push(await p99s(FLOOD_MS - 1000))
+    for (const [status, n] of Object.entries(await flood)) statuses.set(Number(status), (statuses.get(Number(status)) ?? 0) + n)
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+  const unloaded = {} as Record<Probe, number>
+  const loaded = {} as Record<Probe, number>
+  for (const name of Object.keys(probes) as Probe[]) {
+    unloaded[name] = median(quiet.map((q) => q[name]))
+    loaded[name] = median(flooded.map((f) => f[name]))
+  }
 
   t.comment(`p99 unloaded ${JSON.stringify(unloaded)} ms; under the flood ${JSON.stringify(loaded)} ms; flood answers ${JSON.stringify(Object.fromEntries(statuses))}`)
   for (const name of Object.keys(probes) as Probe[]) {
