@@ -2,12 +2,10 @@
 // paused instance neither holds a revocation up for longer than its lease nor answers from its
 // stale view when it wakes; one whose notification connection is killed stops answering from
 // memory and comes back by itself. Postgres only (npm run test:pg); needs `npm run build` first.
-import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import t from 'tap'
-import { bind, Cluster } from '../helpers/cluster.js'
-import { spawnServer, type ServerProcess } from '../helpers/process.js'
-import { isolatedDatabase } from '../helpers/server.js'
+import { bind, Cluster, startInstances } from '../helpers/cluster.js'
+import type { ServerProcess } from '../helpers/process.js'
 
 const API = 'https://api.example'
 const ADMIN: [string, string] = ['lease-admin', 'lease-admin-secret-0123456789']
@@ -15,28 +13,8 @@ const ADMIN: [string, string] = ['lease-admin', 'lease-admin-secret-0123456789']
 const LEASE_MS = 1500
 const SLACK_MS = 1000
 
-const database = await isolatedDatabase()
-if (database === undefined) {
-  t.plan(0, 'needs Postgres: DATABASE_URL is unset')
-} else {
-  const env = {
-    DATABASE_URL: database.url,
-    KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-    BOOTSTRAP_ADMIN_CLIENT_ID: ADMIN[0],
-    BOOTSTRAP_ADMIN_CLIENT_SECRET: ADMIN[1],
-    ISSUER: 'http://tessera.cluster.test',
-  }
-  const a = await spawnServer(t, env)
-  const b = await spawnServer(t, env)
-  t.teardown(async () => {
-    // A test that failed half-way may leave b stopped: it must be able to exit.
-    b.child.kill('SIGCONT')
-    await a.stop()
-    await b.stop()
-    await database.drop()
-  })
-  await runTests(a, b)
-}
+const instances = await startInstances(t, 2, ADMIN)
+if (instances !== undefined) await runTests(instances[0]!, instances[1]!)
 
 async function runTests(a: ServerProcess, b: ServerProcess) {
   const cluster = new Cluster(ADMIN)

@@ -1,36 +1,17 @@
 // Instances whose DATABASE_LISTEN_URL leads nowhere (a pooler that cannot LISTEN, a firewall):
 // they never take a lease, read the database on every call, and are just as correct.
 // Postgres only (npm run test:pg); needs `npm run build` first.
-import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { bind, Cluster } from '../helpers/cluster.js'
-import { spawnServer } from '../helpers/process.js'
-import { isolatedDatabase } from '../helpers/server.js'
+import { bind, Cluster, startInstances } from '../helpers/cluster.js'
+import type { ServerProcess } from '../helpers/process.js'
 
 const API = 'https://api.example'
 const ADMIN: [string, string] = ['nolisten-admin', 'nolisten-admin-secret-0123456789']
 
-const database = await isolatedDatabase()
-if (database === undefined) {
-  t.plan(0, 'needs Postgres: DATABASE_URL is unset')
-} else {
-  const env = {
-    DATABASE_URL: database.url,
-    // Port 1: nothing listens there.
-    DATABASE_LISTEN_URL: 'postgres://postgres@127.0.0.1:1/test',
-    KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-    BOOTSTRAP_ADMIN_CLIENT_ID: ADMIN[0],
-    BOOTSTRAP_ADMIN_CLIENT_SECRET: ADMIN[1],
-    ISSUER: 'http://tessera.cluster.test',
-  }
-  const c = await spawnServer(t, env)
-  const d = await spawnServer(t, env)
-  t.teardown(async () => {
-    await c.stop()
-    await d.stop()
-    await database.drop()
-  })
-
+// Port 1: nothing listens there.
+const instances = await startInstances(t, 2, ADMIN, { DATABASE_LISTEN_URL: 'postgres://postgres@127.0.0.1:1/test' })
+if (instances !== undefined) {
+  const [c, d] = instances as [ServerProcess, ServerProcess]
   const cluster = new Cluster(ADMIN)
   const { tokens, admin, createClient, introspect, revoke, post } = bind(cluster)
 

@@ -2,9 +2,8 @@
 // what cannot be answered is a 503 temporarily_unavailable with Retry-After; a revocation answered
 // 200 took effect; and the instance comes back (database, view, lease) by itself, without a
 // restart. Postgres only (npm run test:pg); needs `npm run build` first.
-import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { bind, Cluster, type Answer } from '../helpers/cluster.js'
+import { bind, Cluster, instanceEnv, type Answer } from '../helpers/cluster.js'
 import { spawnServer } from '../helpers/process.js'
 import { isolatedDatabase } from '../helpers/server.js'
 import { TcpProxy } from '../helpers/tcp-proxy.js'
@@ -18,14 +17,8 @@ if (database === undefined) {
 } else {
   const target = new URL(database.url)
   const proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 5432) })
-  const srv = await spawnServer(t, {
-    DATABASE_URL: proxy.url(database.url),
-    KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-    BOOTSTRAP_ADMIN_CLIENT_ID: ADMIN[0],
-    BOOTSTRAP_ADMIN_CLIENT_SECRET: ADMIN[1],
-    // Short, so that requests that need the database fail fast while it is gone.
-    DATABASE_TIMEOUT_MS: '1000',
-  })
+  // A short timeout, so that requests that need the database fail fast while it is gone.
+  const srv = await spawnServer(t, instanceEnv(proxy.url(database.url), ADMIN, { DATABASE_TIMEOUT_MS: '1000' }))
   t.teardown(async () => {
     await srv.stop()
     await proxy.close()

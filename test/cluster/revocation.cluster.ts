@@ -1,37 +1,15 @@
 // Two Tessera processes over one Postgres database, each answering from its memory: a revocation
-// or an admin change made through either is seen by the other on the very next request. Postgres only (npm run test:pg); needs
-// `npm run build` first.
-import { randomBytes } from 'node:crypto'
+// or an admin change made through either is seen by the other on the very next request.
+// Postgres only (npm run test:pg); needs `npm run build` first.
 import t from 'tap'
-import { bind, Cluster } from '../helpers/cluster.js'
-import { isolatedDatabase } from '../helpers/server.js'
-import { spawnServer, type ServerProcess } from '../helpers/process.js'
+import { bind, Cluster, startInstances } from '../helpers/cluster.js'
+import type { ServerProcess } from '../helpers/process.js'
 
 const API = 'https://api.example'
 const ADMIN: [string, string] = ['cluster-admin', 'cluster-admin-secret-0123456789']
 
-const database = await isolatedDatabase()
-if (database === undefined) {
-  t.plan(0, 'needs Postgres: DATABASE_URL is unset')
-} else {
-  const env = {
-    DATABASE_URL: database.url,
-    KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-    BOOTSTRAP_ADMIN_CLIENT_ID: ADMIN[0],
-    BOOTSTRAP_ADMIN_CLIENT_SECRET: ADMIN[1],
-    // One issuer for both: each would otherwise name itself after its own port.
-    ISSUER: 'http://tessera.cluster.test',
-  }
-  // Started one after the other so that the first has migrated and made the first key.
-  const a = await spawnServer(t, env)
-  const b = await spawnServer(t, env)
-  t.teardown(async () => {
-    await a.stop()
-    await b.stop()
-    await database.drop()
-  })
-  await runTests(a, b)
-}
+const instances = await startInstances(t, 2, ADMIN)
+if (instances !== undefined) await runTests(instances[0]!, instances[1]!)
 
 async function runTests(a: ServerProcess, b: ServerProcess) {
   const cluster = new Cluster(ADMIN)

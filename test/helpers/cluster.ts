@@ -1,7 +1,9 @@
 // Talking to several Tessera processes over one database, for the cluster tests: the same calls
 // as test/helpers/server.ts makes, aimed at whichever instance the test names.
-import { basic } from './server.js'
-import type { ServerProcess } from './process.js'
+import { randomBytes } from 'node:crypto'
+import type { Test } from 'tap'
+import { spawnServer, type ServerProcess } from './process.js'
+import { basic, isolatedDatabase } from './server.js'
 
 export type Credentials = [string, string]
 
@@ -104,4 +106,43 @@ export function bind(cluster: Cluster) {
     introspect: cluster.introspect.bind(cluster),
     revoke: cluster.revoke.bind(cluster),
   }
+}
+
+/** What every instance over one database shares: the database, the key encryption key, one issuer, the admin client. */
+export function instanceEnv(databaseUrl: string, admin: Credentials, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: databaseUrl,
+    KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+    BOOTSTRAP_ADMIN_CLIENT_ID: admin[0],
+    BOOTSTRAP_ADMIN_CLIENT_SECRET: admin[1],
+    // One issuer for all: each would otherwise name itself after its own port.
+    ISSUER: 'http://tessera.cluster.test',
+    ...extra,
+  }
+}
+
+/**
+ * `count` instances (`tessera serve` processes) over one fresh Postgres database, started one
+ * after the other so that the first has migrated and made the first key; stopped, and the
+ * database dropped, at teardown. Without Postgres the test file is planned empty and this
+ * returns undefined.
+ */
+export async function startInstances(t: Test, count: number, admin: Credentials, extra: Record<string, string> = {}): Promise<ServerProcess[] | undefined> {
+  const database = await isolatedDatabase()
+  if (database === undefined) {
+    t.plan(0, 'needs Postgres: DATABASE_URL is unset')
+    return undefined
+  }
+  const env = instanceEnv(database.url, admin, extra)
+  const instances: ServerProcess[] = []
+  t.teardown(async () => {
+    for (const srv of instances) {
+      // One a test stopped (SIGSTOP) and did not wake must still be able to exit.
+      srv.child.kill('SIGCONT')
+      await srv.stop()
+    }
+    await database.drop()
+  })
+  for (let i = 0; i < count; i++) instances.push(await spawnServer(t, env))
+  return instances
 }
