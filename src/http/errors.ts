@@ -62,7 +62,7 @@ export function installErrorHandling(app: FastifyInstance, metrics: Metrics): vo
   app.setErrorHandler((raw, request, reply) => {
     const err = toOAuthError(raw)
     metrics.oauthErrors.inc({ error: err.code })
-    if (err.status >= 500 && err.code !== 'temporarily_unavailable') request.log.error({ err: raw }, 'request failed')
+    if (err.status >= 500 && err.code !== 'temporarily_unavailable') request.log.error({ reqId: request.id, err: raw }, 'request failed')
     // The request's own log line (src/app.ts) carries the refusal: one line per request.
     refusals.set(request, err)
     return sendError(reply, err)
