@@ -33,11 +33,11 @@ function tessera(args: string[], cwd: string, env: Record<string, string> = {}):
 
 const noStackTrace = (text: string) => !/\n\s+at /.test(text)
 
-/** Every variable .env.example documents for the server (the CLI's own TESSERA_* aside). */
+/** Every variable .env.example documents for the server (the CLI's TESSERA_* and Compose's POSTGRES_* aside). */
 const documented = readFileSync(join(packageRoot, '.env.example'), 'utf8')
   .split('\n')
   .map((l) => /^#?\s*([A-Z][A-Z0-9_]*)=/.exec(l)?.[1])
-  .filter((n): n is string => n !== undefined && !n.startsWith('TESSERA_'))
+  .filter((n): n is string => n !== undefined && !n.startsWith('TESSERA_') && !n.startsWith('POSTGRES_'))
 
 t.test('tessera config shows every documented variable with its effective value and source; secrets masked', async (t) => {
   const dir = t.testdir({})
