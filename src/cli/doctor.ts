@@ -398,7 +398,7 @@ async function keysCheck(config: Config, database: DatabaseHandle, report: (r: C
       problem(
         'fail',
         'keys',
-        `${rows.length === 1 ? 'the stored private signing key does' : `${closed.length} of ${rows.length} stored private signing keys do`} not open with ${source} (${fingerprint}): the server cannot sign with them and will not start`,
+        `${rows.length === 1 ? 'the stored private signing key does' : `${closed.length} of ${rows.length} stored private signing keys do`} not open with ${source} (${fingerprint}): a server with this key cannot sign, and does not start`,
         `use the KEY_ENCRYPTION_KEY they were sealed with, the same on every instance over this database; if it is lost, see ${LOST_KEK_FIX}`,
         details,
       ),
