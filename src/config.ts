@@ -98,7 +98,7 @@ export function parseKeyEncryptionKey(raw: string, name = 'KEY_ENCRYPTION_KEY'):
 
 export function loadConfig(env: Env = process.env): Config {
   const port = int(env, 'PORT', 8080, 0, 65535)
-  const databaseUrl = str(env, 'DATABASE_URL')
+  const databaseUrl = postgresUrl(env, 'DATABASE_URL')
   const kekRaw = str(env, 'KEY_ENCRYPTION_KEY')
   const keyEncryptionKey = kekRaw === undefined ? undefined : parseKeyEncryptionKey(kekRaw)
   if (databaseUrl !== undefined && keyEncryptionKey === undefined) {
@@ -141,13 +141,13 @@ export function loadConfig(env: Env = process.env): Config {
     )
   }
   return {
-    host: str(env, 'HOST') ?? '127.0.0.1',
+    host: host(env, 'HOST'),
     port,
-    adminHost: str(env, 'ADMIN_HOST') ?? '127.0.0.1',
+    adminHost: host(env, 'ADMIN_HOST'),
     adminPort: int(env, 'ADMIN_PORT', 8081, 0, 65535),
     issuer,
     databaseUrl,
-    databaseListenUrl: str(env, 'DATABASE_LISTEN_URL') ?? databaseUrl,
+    databaseListenUrl: postgresUrl(env, 'DATABASE_LISTEN_URL') ?? databaseUrl,
     databaseTimeoutMs: int(env, 'DATABASE_TIMEOUT_MS', 5000, 100, 600_000),
     serveFromMemory: bool(env, 'SERVE_FROM_MEMORY', true),
     dataDir: str(env, 'DATA_DIR') ?? './data',
@@ -171,10 +171,55 @@ export function loadConfig(env: Env = process.env): Config {
     hashConcurrency,
     hashQueue: int(env, 'HASH_QUEUE', 4 * hashConcurrency, 0, 10_000),
     auditRetentionDays: int(env, 'AUDIT_RETENTION_DAYS', 90, 1, 36_500),
-    logLevel: str(env, 'LOG_LEVEL') ?? 'info',
+    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     shutdownTimeout: int(env, 'SHUTDOWN_TIMEOUT', 10, 1, 3600),
     webConcurrency,
   }
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = str(env, name)
+  if (raw === undefined) return fallback
+  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got "${raw}"`)
+  return raw as T
+}
+
+// A listener's address: an IP address or a host name that resolves to one (checked when it listens).
+const HOSTNAME = /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/
+
+function host(env: Env, name: string): string {
+  const raw = str(env, name)
+  if (raw === undefined) return '127.0.0.1'
+  if (isIP(raw) === 0 && !HOSTNAME.test(raw)) throw new ConfigError(`${name} must be an IP address or a host name, got "${raw}"`)
+  return raw
+}
+
+/** The URL with its password replaced, for messages and `tessera config`: it is a credential. */
+export function redactUrl(raw: string): string {
+  try {
+    const url = new URL(raw)
+    if (url.password !== '') url.password = '****'
+    return url.toString()
+  } catch {
+    return '(not a URL)'
+  }
+}
+
+function postgresUrl(env: Env, name: string): string | undefined {
+  const raw = str(env, name)
+  if (raw === undefined) return undefined
+  let protocol: string
+  try {
+    protocol = new URL(raw).protocol
+  } catch {
+    throw new ConfigError(`${name} must be a postgres:// URL (postgres://user:password@host:5432/database), got ${redactUrl(raw)}`)
+  }
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+    throw new ConfigError(`${name} must be a postgres:// URL, got a ${protocol.slice(0, -1)}: URL`)
+  }
+  return raw
 }
 
 // More would mostly add database connections (a pool of up to 10 each), not throughput.

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import cluster from 'node:cluster'
 import { ConfigError, loadConfig } from '../config.js'
+import { loadEnvFile } from '../env-file.js'
 import { exitWhenIdle } from '../exit.js'
 import { runAdminCommand, runAuditCommand } from './admin.js'
 
@@ -21,8 +22,12 @@ const migrationModules = async () => {
 
 const USAGE = `usage: tessera <command>
 
-  serve                     run the server (configured by the environment; see .env.example)
+  serve                     run the server (configured by the environment and ./.env; see .env.example)
   migrate                   apply database migrations and exit
+  doctor [--json] [--url URL]
+                            check the configuration, database, migrations, keys, clock and the
+                            public URL; each problem with its fix; exits 1 if any check fails
+  config [--json]           print the effective configuration, secrets masked
   client create|list|show|rotate-secret|revoke-tokens|delete
   user create|list|show|disable|enable|set-password|unlock|revoke-tokens|delete
   keys list|rotate [--immediate]
@@ -79,7 +84,15 @@ async function runMigrations(): Promise<void> {
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
+  const helping = command === undefined || ['help', '--help', '-h'].includes(command)
+  // Before anything reads the environment; a cluster worker finds the primary's variables already
+  // set, so the file changes nothing there.
+  const envFile = helping ? undefined : loadEnvFile()
   switch (command) {
+    case 'doctor':
+      return (await import('./doctor.js')).runDoctor(rest)
+    case 'config':
+      return (await import('./show-config.js')).runConfigCommand(rest, envFile)
     case 'serve':
       await serve()
       return -1

@@ -5,6 +5,13 @@ import { join } from 'node:path'
 /** The embedded database is in use by another process (or already open in this one). */
 export class DataDirInUseError extends Error {
   override name = 'DataDirInUseError'
+  constructor(
+    message: string,
+    /** The process holding it, when known: `tessera doctor` names it. */
+    readonly pid?: number,
+  ) {
+    super(message)
+  }
 }
 
 /** Paths this process holds, so that opening the same directory twice is caught too. */
@@ -104,4 +111,5 @@ function startTime(pid: number): string | undefined {
 const inUse = (dataDir: string, path: string, pid: number) =>
   new DataDirInUseError(
     `${dataDir} is in use by process ${pid}: one process at a time may open the embedded database (if that process is not Tessera, remove ${path})`,
+    pid,
   )

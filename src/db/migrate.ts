@@ -15,7 +15,7 @@ export interface MigrationResult {
  * each migration once, and the lock also works behind a transaction-mode pgbouncer.
  */
 export async function migrate(db: Kysely<Database>, dir = migrationsDir): Promise<MigrationResult> {
-  const files = (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort()
+  const files = await migrationFiles(dir)
   const sources = await Promise.all(files.map(async (f) => [f, await readFile(join(dir, f), 'utf8')] as const))
   return db.transaction().execute(async (trx) => {
     await withLock(trx, 'migrate')
@@ -34,6 +34,11 @@ export async function migrate(db: Kysely<Database>, dir = migrationsDir): Promis
     }
     return { applied }
   })
+}
+
+/** The migrations this version has, in the order they apply. */
+export async function migrationFiles(dir = migrationsDir): Promise<string[]> {
+  return (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort()
 }
 
 /**

@@ -373,7 +373,8 @@ function liveKey(row: KeyRow): LiveKey {
   return { kid: row.kid, alg: row.alg as SigningAlg, state: row.state, publicKey, publicJwk: publicJwk(publicKey, row.kid, row.alg) }
 }
 
-function openPrivateKey(kek: Buffer, kid: string, sealed: Uint8Array): KeyObject {
+/** A stored private key, opened; throws, naming the kid, when this key-encryption key does not open it. */
+export function openPrivateKey(kek: Buffer, kid: string, sealed: Uint8Array): KeyObject {
   let der: Buffer
   try {
     der = open(kek, kid, sealed)

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { cliPath } from '../helpers/process.js'
+import { cliPath, neutralCwd } from '../helpers/process.js'
 import { ADMIN_ID, ADMIN_SECRET, decodeJwt, startTestServer } from '../helpers/server.js'
 
 const srv = await startTestServer(t)
@@ -35,7 +35,7 @@ function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
       ...opts.env,
     },
     stdio: ['pipe', 'pipe', 'pipe'],
-    ...(opts.cwd !== undefined && { cwd: opts.cwd }),
+    cwd: opts.cwd ?? neutralCwd,
   })
   let stdout = ''
   let stderr = ''

@@ -1,6 +1,8 @@
 // Tessera as a separate process (the built CLI, `tessera serve`), for tests of several instances
 // over one database. Requires `npm run build` (the test scripts run it first).
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { createInterface } from 'node:readline'
 import { join } from 'node:path'
 import { packageRoot } from '../../src/paths.js'
@@ -23,6 +25,12 @@ interface Teardown {
 export const cliPath = join(packageRoot, 'dist', 'src', 'cli', 'main.js')
 
 /**
+ * An empty working directory for the processes tests spawn: the CLI reads `.env` from its working
+ * directory, and a developer's .env in the repository (DATABASE_URL, say) must not reach them.
+ */
+export const neutralCwd = mkdtempSync(join(tmpdir(), 'tessera-cwd-'))
+
+/**
  * Starts `tessera serve` with this environment on ephemeral ports; resolves once both listen.
  * `uninstrumented`: without the module tap adds to every Node process a test spawns (through
  * NODE_OPTIONS, whatever `env` says), for measuring the server itself.
@@ -34,6 +42,7 @@ export function spawnServer(t: Teardown, env: Record<string, string>, opts: { un
   const child = spawn(...command, {
     env: { PATH: process.env['PATH'] ?? '', PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: neutralCwd,
   })
   const logs: any[] = []
   let stderr = ''

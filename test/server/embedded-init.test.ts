@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { cliPath, spawnServer } from '../helpers/process.js'
+import { cliPath, neutralCwd, spawnServer } from '../helpers/process.js'
 import { ADMIN_ID, ADMIN_SECRET, basic } from '../helpers/server.js'
 
 const env = (dataDir: string) => ({ DATA_DIR: dataDir, BOOTSTRAP_ADMIN_CLIENT_ID: ADMIN_ID, BOOTSTRAP_ADMIN_CLIENT_SECRET: ADMIN_SECRET })
@@ -67,6 +67,7 @@ t.test('an unfinished init is redone: a start killed during it, an empty pgdata 
   const killed = spawn(process.execPath, [cliPath, 'serve'], {
     env: { PATH: process.env['PATH'] ?? '', PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'silent', ...env(dataDir) },
     stdio: 'ignore',
+    cwd: neutralCwd,
   })
   t.teardown(() => {
     killed.kill('SIGKILL')

@@ -1,0 +1,5 @@
+// examples/fastify-api against a real Tessera, both ways of checking tokens (test/examples/support.ts).
+import t from 'tap'
+import { exampleSuite } from './support.js'
+
+await exampleSuite(t, 'fastify-api')
