@@ -37,6 +37,8 @@ export interface Tessera extends OAuthServices {
   feed: ChangeFeed
   /** Security events: `audit.record(event)` (src/audit/events.ts). */
   audit: AuditService
+  /** What GET /readyz answers: the database reachable and a signing key loaded. */
+  readiness(): Promise<{ database: boolean; signingKey: boolean; ready: boolean }>
   /** Starts the key schedule and housekeeping. */
   start(): Promise<void>
   /**
@@ -55,7 +57,7 @@ const CHANGE_RETENTION_SECONDS = 3600
 
 export function createTessera(opts: {
   config: Config
-  database: Pick<DatabaseHandle, 'db' | 'openFeedConnection'>
+  database: Pick<DatabaseHandle, 'db' | 'openFeedConnection' | 'poolStats'>
   clock: Clock
   log: Logger
   keyEncryptionKey: Buffer
@@ -65,7 +67,7 @@ export function createTessera(opts: {
   const { config, clock, log } = opts
   const { db } = opts.database
   const view = new MemoryView()
-  const metrics = new Metrics()
+  const metrics = new Metrics(config.metricsClientSeries)
   const audit = new AuditService(db, clock, log.child({ component: 'audit' }), metrics, {
     retentionDays: config.auditRetentionDays,
     keyEncryptionKey: opts.keyEncryptionKey,
@@ -78,6 +80,9 @@ export function createTessera(opts: {
     metrics.passwordHashes.inc({ operation }),
   )
   metrics.sources.hashQueue = () => hasher.depth
+  metrics.sources.hashQueueLimits = () => ({ running: config.hashConcurrency, waiting: config.hashQueue })
+  metrics.sources.pool = opts.database.poolStats ?? metrics.sources.pool
+  metrics.sources.auditPending = () => audit.pending
   const users = new UserService(db, clock, changes, hasher)
   const keys = new KeyManager(
     db,
@@ -95,6 +100,14 @@ export function createTessera(opts: {
     audit,
   )
   feed = new ChangeFeed(opts.database, db, view, keys, clock, { serveFromMemory: config.serveFromMemory }, log.child({ component: 'feed' }))
+  const changeFeed = feed
+  metrics.sources.feed = () => ({ state: changeFeed.state, lag: changeFeed.lag, appliedSeq: changeFeed.appliedSeq })
+  metrics.sources.keys = () => ({
+    keys: keys.states(),
+    rotationIntervalSeconds: config.keyRotationInterval,
+    prepublishSeconds: keys.prepublishSeconds,
+    now: clock.now(),
+  })
   const accessTokens = new AccessTokens(keys, clock, opts.issuer)
   const tokens = new TokenService(
     db,
@@ -103,6 +116,7 @@ export function createTessera(opts: {
     { accessTokenTtl: config.accessTokenTtl, refreshTokenTtl: config.refreshTokenTtl },
     changes,
     audit,
+    (client, grantType) => metrics.tokenIssued(client.clientId, grantType),
   )
   const status = new TokenStatus(db, clock, accessTokens, keys, view)
   const loginThrottle = new LoginThrottle(db, clock, {
@@ -113,6 +127,16 @@ export function createTessera(opts: {
     client: { delay: 'doubling', free: config.clientAuthFailures, maxDelay: config.loginMaxDelay },
     address: { delay: 'window', free: config.clientAuthAddressFailures },
   })
+  const readiness = async () => {
+    const database = await db
+      .selectNoFrom((eb) => eb.val(1).as('one'))
+      .execute()
+      .then(() => true)
+      .catch(() => false)
+    const signingKey = keys.ready
+    return { database, signingKey, ready: database && signingKey }
+  }
+  metrics.sources.readiness = async () => (await readiness()).ready
   let housekeeping: NodeJS.Timeout | undefined
   return {
     config,
@@ -132,6 +156,7 @@ export function createTessera(opts: {
     view,
     feed,
     audit,
+    readiness,
     issuer: opts.issuer,
     async start() {
       await Promise.all([keys.start(), hasher.prepare()])

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { Kysely, PGliteDialect, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
+import type { PoolStats } from '../metrics.js'
 import { lockDataDir } from './data-dir-lock.js'
 import { ensureCluster } from './embedded-init.js'
 import { EMBEDDED_START_PARAMS, useBaselineWasmCompiler } from './pglite-settings.js'
@@ -12,6 +13,8 @@ export interface DatabaseHandle {
   backend: 'postgres' | 'pglite'
   /** A connection of its own for change notifications (see FeedConnection). */
   openFeedConnection(): Promise<FeedConnection>
+  /** The pool's occupancy, for metrics; absent on the embedded database, which has no pool. */
+  poolStats?: () => PoolStats
   close(): Promise<void>
 }
 
@@ -73,6 +76,7 @@ function openPostgres(connectionString: string, listenUrl: string, timeoutMs: nu
     db,
     backend: 'postgres',
     openFeedConnection: () => openPostgresFeed(listenUrl, timeoutMs),
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: pool.options.max }),
     close: () => db.destroy(),
   }
 }
