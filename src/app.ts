@@ -27,6 +27,8 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
     trustProxy: t.config.trustProxy.length > 0 ? t.config.trustProxy : false,
     clientErrorHandler,
   })
+  // First, so that every hook after it runs inside the request's span.
+  t.tracing.instrumentHttp(app, name)
   installErrorHandling(app, t.metrics)
   installJsonParser(app)
   app.addHook('onRequest', async (request) => checkRequestTarget(request.raw.url ?? ''))

@@ -22,6 +22,7 @@ import { throttleStore } from './throttle/store.js'
 import { changeRepository, type ChangeWriter } from './view/changes.js'
 import { ChangeFeed } from './view/feed.js'
 import { MemoryView } from './view/view.js'
+import { noTracing, type Tracing } from './tracing.js'
 
 /** Every service of one server instance, wired once; the HTTP layer only calls into these. */
 export interface Tessera extends OAuthServices {
@@ -33,6 +34,7 @@ export interface Tessera extends OAuthServices {
   accessTokens: AccessTokens
   status: TokenStatus
   metrics: Metrics
+  tracing: Tracing
   view: MemoryView
   feed: ChangeFeed
   /** Security events: `audit.record(event)` (src/audit/events.ts). */
@@ -61,10 +63,12 @@ export function createTessera(opts: {
   clock: Clock
   log: Logger
   keyEncryptionKey: Buffer
+  tracing?: Tracing
   /** The issuer; a function because with PORT=0 it is known only once the server listens. */
   issuer: () => string
 }): Tessera {
   const { config, clock, log } = opts
+  const tracing = opts.tracing ?? noTracing
   const { db } = opts.database
   const view = new MemoryView()
   const metrics = new Metrics(config.metricsClientSeries)
@@ -76,8 +80,10 @@ export function createTessera(opts: {
   let feed: ChangeFeed | undefined
   const changes: ChangeWriter = { write: (work) => feed!.write(work) }
   const clients = new ClientService(db, clock, view, changes)
-  const hasher = new PasswordHasher(new HashQueue(config.hashConcurrency, config.hashQueue), (operation) =>
-    metrics.passwordHashes.inc({ operation }),
+  const hasher = new PasswordHasher(
+    new HashQueue(config.hashConcurrency, config.hashQueue),
+    (operation) => metrics.passwordHashes.inc({ operation }),
+    tracing,
   )
   metrics.sources.hashQueue = () => hasher.depth
   metrics.sources.hashQueueLimits = () => ({ running: config.hashConcurrency, waiting: config.hashQueue })
@@ -99,7 +105,7 @@ export function createTessera(opts: {
     changes,
     audit,
   )
-  feed = new ChangeFeed(opts.database, db, view, keys, clock, { serveFromMemory: config.serveFromMemory }, log.child({ component: 'feed' }))
+  feed = new ChangeFeed(opts.database, db, view, keys, clock, { serveFromMemory: config.serveFromMemory }, log.child({ component: 'feed' }), tracing)
   const changeFeed = feed
   metrics.sources.feed = () => ({ state: changeFeed.state, lag: changeFeed.lag, appliedSeq: changeFeed.appliedSeq })
   metrics.sources.keys = () => ({
@@ -153,6 +159,7 @@ export function createTessera(opts: {
     accessTokens,
     status,
     metrics,
+    tracing,
     view,
     feed,
     audit,
