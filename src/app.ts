@@ -29,13 +29,13 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
     trustProxy: t.config.trustProxy.length > 0 ? t.config.trustProxy : false,
     clientErrorHandler,
   })
+  // First, so that every hook after it runs inside the request's span.
+  t.tracing.instrumentHttp(app, name)
   installErrorHandling(app, t.metrics)
   installJsonParser(app)
   app.addHook('onRequest', async (request) => checkRequestTarget(request.raw.url ?? ''))
   app.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? 'unknown'
-    const seconds = reply.elapsedTime / 1000
-    t.metrics.requestDuration.observe({ method: request.method, route, status: String(reply.statusCode) }, seconds)
+    t.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unknown', reply.statusCode, reply.elapsedTime / 1000)
     // The path only: a query string could carry what a client should not have put there.
     const path = request.url.split('?')[0]
     const ms = Math.round(reply.elapsedTime * 10) / 10

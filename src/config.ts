@@ -53,6 +53,8 @@ export interface Config {
   hashQueue: number
   /** Days security events are kept before housekeeping deletes them. */
   auditRetentionDays: number
+  /** Client ids that get series of their own in tessera_tokens_issued_by_client_total (src/metrics.ts). */
+  metricsClientSeries: number
   logLevel: string
   /** How long a shutdown waits for connections to finish before destroying them, in seconds. */
   shutdownTimeout: number
@@ -171,6 +173,7 @@ export function loadConfig(env: Env = process.env): Config {
     hashConcurrency,
     hashQueue: int(env, 'HASH_QUEUE', 4 * hashConcurrency, 0, 10_000),
     auditRetentionDays: int(env, 'AUDIT_RETENTION_DAYS', 90, 1, 36_500),
+    metricsClientSeries: int(env, 'METRICS_CLIENT_SERIES', 100, 0, 100_000),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     shutdownTimeout: int(env, 'SHUTDOWN_TIMEOUT', 10, 1, 3600),
     webConcurrency,

@@ -11,6 +11,7 @@ import { migrate } from './db/migrate.js'
 import { drainable, type Drain } from './http/drain.js'
 import { createLogger } from './log.js'
 import { createTessera, type Tessera } from './tessera.js'
+import { startTracing, type Tracing } from './tracing.js'
 
 export interface RunningServer {
   url: string
@@ -25,6 +26,8 @@ export interface StartOptions {
   clock?: Clock
   /** Where the credentials of a newly created admin client are printed. */
   announce?: (text: string) => void
+  /** Default: what the OTEL_* variables of the process environment ask for (src/tracing.ts). */
+  tracing?: Tracing
 }
 
 const isMemory = (dataDir: string) => dataDir.startsWith('memory://')
@@ -49,12 +52,17 @@ function embeddedKeyEncryptionKey(dataDir: string): Buffer {
 export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger(config.logLevel)
   const clock = opts.clock ?? systemClock
+  const tracing = opts.tracing ?? (await startTracing(process.env, log))
   const database = await openDatabase({
     databaseUrl: config.databaseUrl,
     listenUrl: config.databaseListenUrl,
     dataDir: config.dataDir,
     timeoutMs: config.databaseTimeoutMs,
     log,
+    ...(tracing.enabled && { wrapDialect: (dialect) => tracing.instrumentDatabase(dialect) }),
+  }).catch(async (err: unknown) => {
+    await tracing.shutdown()
+    throw err
   })
   let tessera: Tessera | undefined
   const apps: Array<{ app: FastifyInstance; drain: Drain }> = []
@@ -72,8 +80,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     //    and housekeeping; waits for a key tick under way; then writes the audit events still
     //    buffered (after the drain, so the requests answered in it are on record).
     await tessera?.stop()
-    // 4. The database, last: every step before may still use it.
+    // 4. The database: every step before may still use it.
     await database.close()
+    // 5. The spans still buffered, the shutdown's own among them.
+    await tracing.shutdown()
     return { destroyed }
   }
   try {
@@ -87,6 +97,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       clock,
       log,
       keyEncryptionKey: kek,
+      tracing,
       issuer: () => {
         if (issuer === undefined) throw new Error('issuer not known before listening')
         return issuer

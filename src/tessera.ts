@@ -22,6 +22,7 @@ import { throttleStore } from './throttle/store.js'
 import { changeRepository, type ChangeWriter } from './view/changes.js'
 import { ChangeFeed } from './view/feed.js'
 import { MemoryView } from './view/view.js'
+import { noTracing, type Tracing } from './tracing.js'
 
 /** Every service of one server instance, wired once; the HTTP layer only calls into these. */
 export interface Tessera extends OAuthServices {
@@ -33,10 +34,13 @@ export interface Tessera extends OAuthServices {
   accessTokens: AccessTokens
   status: TokenStatus
   metrics: Metrics
+  tracing: Tracing
   view: MemoryView
   feed: ChangeFeed
   /** Security events: `audit.record(event)` (src/audit/events.ts). */
   audit: AuditService
+  /** What GET /readyz answers: the database reachable and a signing key loaded. */
+  readiness(): Promise<{ database: boolean; signingKey: boolean; ready: boolean }>
   /** Starts the key schedule and housekeeping. */
   start(): Promise<void>
   /**
@@ -55,17 +59,19 @@ const CHANGE_RETENTION_SECONDS = 3600
 
 export function createTessera(opts: {
   config: Config
-  database: Pick<DatabaseHandle, 'db' | 'openFeedConnection'>
+  database: Pick<DatabaseHandle, 'db' | 'openFeedConnection' | 'poolStats'>
   clock: Clock
   log: Logger
   keyEncryptionKey: Buffer
+  tracing?: Tracing
   /** The issuer; a function because with PORT=0 it is known only once the server listens. */
   issuer: () => string
 }): Tessera {
   const { config, clock, log } = opts
+  const tracing = opts.tracing ?? noTracing
   const { db } = opts.database
   const view = new MemoryView()
-  const metrics = new Metrics()
+  const metrics = new Metrics(config.metricsClientSeries)
   const audit = new AuditService(db, clock, log.child({ component: 'audit' }), metrics, {
     retentionDays: config.auditRetentionDays,
     keyEncryptionKey: opts.keyEncryptionKey,
@@ -74,10 +80,15 @@ export function createTessera(opts: {
   let feed: ChangeFeed | undefined
   const changes: ChangeWriter = { write: (work) => feed!.write(work) }
   const clients = new ClientService(db, clock, view, changes)
-  const hasher = new PasswordHasher(new HashQueue(config.hashConcurrency, config.hashQueue), (operation) =>
-    metrics.passwordHashes.inc({ operation }),
+  const hasher = new PasswordHasher(
+    new HashQueue(config.hashConcurrency, config.hashQueue),
+    (operation) => metrics.passwordHashes.inc({ operation }),
+    tracing,
   )
   metrics.sources.hashQueue = () => hasher.depth
+  metrics.sources.hashQueueLimits = () => ({ running: config.hashConcurrency, waiting: config.hashQueue })
+  metrics.sources.pool = opts.database.poolStats ?? metrics.sources.pool
+  metrics.sources.auditPending = () => audit.pending
   const users = new UserService(db, clock, changes, hasher)
   const keys = new KeyManager(
     db,
@@ -94,7 +105,15 @@ export function createTessera(opts: {
     changes,
     audit,
   )
-  feed = new ChangeFeed(opts.database, db, view, keys, clock, { serveFromMemory: config.serveFromMemory }, log.child({ component: 'feed' }))
+  feed = new ChangeFeed(opts.database, db, view, keys, clock, { serveFromMemory: config.serveFromMemory }, log.child({ component: 'feed' }), tracing)
+  const changeFeed = feed
+  metrics.sources.feed = () => ({ state: changeFeed.state, lag: changeFeed.lag, appliedSeq: changeFeed.appliedSeq })
+  metrics.sources.keys = () => ({
+    keys: keys.states(),
+    rotationIntervalSeconds: config.keyRotationInterval,
+    prepublishSeconds: keys.prepublishSeconds,
+    now: clock.now(),
+  })
   const accessTokens = new AccessTokens(keys, clock, opts.issuer)
   const tokens = new TokenService(
     db,
@@ -103,6 +122,7 @@ export function createTessera(opts: {
     { accessTokenTtl: config.accessTokenTtl, refreshTokenTtl: config.refreshTokenTtl },
     changes,
     audit,
+    (client, grantType) => metrics.tokenIssued(client.clientId, grantType),
   )
   const status = new TokenStatus(db, clock, accessTokens, keys, view)
   const loginThrottle = new LoginThrottle(db, clock, {
@@ -113,6 +133,16 @@ export function createTessera(opts: {
     client: { delay: 'doubling', free: config.clientAuthFailures, maxDelay: config.loginMaxDelay },
     address: { delay: 'window', free: config.clientAuthAddressFailures },
   })
+  const readiness = async () => {
+    const database = await db
+      .selectNoFrom((eb) => eb.val(1).as('one'))
+      .execute()
+      .then(() => true)
+      .catch(() => false)
+    const signingKey = keys.ready
+    return { database, signingKey, ready: database && signingKey }
+  }
+  metrics.sources.readiness = async () => (await readiness()).ready
   let housekeeping: NodeJS.Timeout | undefined
   return {
     config,
@@ -129,9 +159,11 @@ export function createTessera(opts: {
     accessTokens,
     status,
     metrics,
+    tracing,
     view,
     feed,
     audit,
+    readiness,
     issuer: opts.issuer,
     async start() {
       await Promise.all([keys.start(), hasher.prepare()])

@@ -47,6 +47,8 @@ export class AuditService implements AuditRecorder {
   /** Logs the event and buffers it; never waits and never throws (see src/audit/events.ts). */
   record(event: AuditEvent): void {
     try {
+      // Counted here, where every call site already reports its events with their reasons.
+      this.metrics.securityEvent(event)
       const record = toRecord(event, this.clock.now(), (typed) => this.hashUsername(typed))
       this.log.info({ audit: auditView(record) }, 'audit')
       this.writer.add(record)

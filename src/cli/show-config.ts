@@ -75,6 +75,9 @@ export function settings(config: Config, env: Env, envFile: EnvFile | undefined)
       env['WEB_CONCURRENCY']?.trim() === 'auto' ? { value: 'auto', note: `${config.webConcurrency} workers` } : String(config.webConcurrency),
     ],
     ['LOG_LEVEL', config.logLevel],
+    ['METRICS_CLIENT_SERIES', String(config.metricsClientSeries)],
+    // Read by the OpenTelemetry SDK itself (src/observability/otel.ts), not by loadConfig.
+    ['OTEL_EXPORTER_OTLP_ENDPOINT', env['OTEL_EXPORTER_OTLP_ENDPOINT']?.trim() || null],
   ]
   return rows.map(([name, v]) => {
     const shown = v === null || typeof v === 'string' ? { value: v } : v

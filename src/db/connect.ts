@@ -1,7 +1,8 @@
 import { mkdirSync } from 'node:fs'
-import { Kysely, PGliteDialect, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
+import { Kysely, PGliteDialect, PostgresDialect, type Dialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
+import type { PoolStats } from '../metrics.js'
 import { lockDataDir } from './data-dir-lock.js'
 import { ensureCluster } from './embedded-init.js'
 import { EMBEDDED_START_PARAMS, useBaselineWasmCompiler } from './pglite-settings.js'
@@ -12,6 +13,8 @@ export interface DatabaseHandle {
   backend: 'postgres' | 'pglite'
   /** A connection of its own for change notifications (see FeedConnection). */
   openFeedConnection(): Promise<FeedConnection>
+  /** The pool's occupancy, for metrics; absent on the embedded database, which has no pool. */
+  poolStats?: () => PoolStats
   close(): Promise<void>
 }
 
@@ -38,19 +41,22 @@ export interface DatabaseOptions {
   log: Logger
   /** Bounds the wait for a pooled connection and each statement, in milliseconds. */
   timeoutMs?: number
+  /** Wraps the request path's dialect (tracing, src/tracing.ts); not the feed's own session. */
+  wrapDialect?: (dialect: Dialect) => Dialect
 }
 
 const DEFAULT_TIMEOUT_MS = 5000
 
 /** The one place that picks the backend: Postgres through a pg Pool, or embedded PGlite. */
 export async function openDatabase(opts: DatabaseOptions): Promise<DatabaseHandle> {
+  const wrap = opts.wrapDialect ?? ((dialect: Dialect) => dialect)
   if (opts.databaseUrl !== undefined) {
-    return openPostgres(opts.databaseUrl, opts.listenUrl ?? opts.databaseUrl, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, opts.log)
+    return openPostgres(opts.databaseUrl, opts.listenUrl ?? opts.databaseUrl, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, opts.log, wrap)
   }
-  return openPglite(opts.dataDir, opts.log)
+  return openPglite(opts.dataDir, opts.log, wrap)
 }
 
-function openPostgres(connectionString: string, listenUrl: string, timeoutMs: number, log: Logger): DatabaseHandle {
+function openPostgres(connectionString: string, listenUrl: string, timeoutMs: number, log: Logger, wrap: (d: Dialect) => Dialect): DatabaseHandle {
   // Bounded waits: with the database gone, a request fails within the timeout (and is answered
   // 503) instead of queueing behind connections that will never come.
   const pool = new pg.Pool({
@@ -68,11 +74,12 @@ function openPostgres(connectionString: string, listenUrl: string, timeoutMs: nu
   pool.on('connect', (client) => {
     client.on('error', (err) => log.warn({ err: err.message }, 'database connection failed'))
   })
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  const db = new Kysely<Database>({ dialect: wrap(new PostgresDialect({ pool })) })
   return {
     db,
     backend: 'postgres',
     openFeedConnection: () => openPostgresFeed(listenUrl, timeoutMs),
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: pool.options.max }),
     close: () => db.destroy(),
   }
 }
@@ -142,12 +149,12 @@ function singleClientPool(client: pg.Client): PostgresPool {
   return { connect: async () => borrowed, end: async () => undefined, options: {} }
 }
 
-async function openPglite(dataDir: string, log: Logger): Promise<DatabaseHandle> {
+async function openPglite(dataDir: string, log: Logger, wrap: (d: Dialect) => Dialect): Promise<DatabaseHandle> {
   useBaselineWasmCompiler()
   const { PGlite } = await import('@electric-sql/pglite')
   const startParams = [...PGlite.defaultStartParams, ...EMBEDDED_START_PARAMS]
   const handle = (pglite: InstanceType<typeof PGlite>, release = () => {}): DatabaseHandle => {
-    const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
+    const db = new Kysely<Database>({ dialect: wrap(new PGliteDialect({ pglite })) })
     // One session serves everything, notifications included; it is never lost.
     const feed: FeedConnection = {
       db,

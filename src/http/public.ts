@@ -33,7 +33,6 @@ export function publicRoutes(app: FastifyInstance, t: Tessera): void {
   app.post('/token', async (request, reply) => {
     const params = formParams(request)
     const response = await tokenEndpoint(t, { authorization: request.headers.authorization, params, address: clientAddress(request) })
-    t.metrics.tokensIssued.inc({ grant_type: params.get('grant_type') })
     return noStore(reply).send(response)
   })
 
@@ -41,7 +40,7 @@ export function publicRoutes(app: FastifyInstance, t: Tessera): void {
     const params = formParams(request)
     const credentials = clientCredentials(request.headers.authorization, params)
     const answer = await introspect(t, { credentials, address: clientAddress(request) }, params.required('token'), t.issuer())
-    t.metrics.introspections.inc({ active: String(answer.active) })
+    t.metrics.introspected(answer.active)
     return noStore(reply).send(answer)
   })
 
@@ -73,13 +72,7 @@ export function publicRoutes(app: FastifyInstance, t: Tessera): void {
   // Ready to take traffic: the database answers and a key signs. `view` says whether this
   // instance answers from memory ('leased') or reads the database per call; either serves.
   app.get('/readyz', async (_request, reply) => {
-    const database = await t.db
-      .selectNoFrom((eb) => eb.val(1).as('one'))
-      .execute()
-      .then(() => true)
-      .catch(() => false)
-    const signingKey = t.keys.ready
-    const ready = database && signingKey
+    const { database, signingKey, ready } = await t.readiness()
     return reply
       .code(ready ? 200 : 503)
       .header('cache-control', 'no-store')

@@ -59,6 +59,8 @@ interface LiveKey {
   kid: string
   alg: SigningAlg
   state: KeyState
+  /** When the key entered its state: published (next), began signing (active), stopped (retired). */
+  since: Date
   publicKey: KeyObject
   publicJwk: Record<string, unknown>
 }
@@ -163,6 +165,13 @@ export class KeyManager {
 
   jwks(): Jwks {
     return this.jwksCache
+  }
+
+  /** The published keys' states, and since when each has been in it, as of the last read. */
+  states(): Array<{ state: Exclude<KeyState, 'removed'>; since: Date }> {
+    const states: Array<{ state: Exclude<KeyState, 'removed'>; since: Date }> = []
+    for (const k of this.live.values()) if (k.state !== 'removed') states.push({ state: k.state, since: k.since })
+    return states
   }
 
   async list(): Promise<KeyInfo[]> {
@@ -291,7 +300,7 @@ export class KeyManager {
     let signing: SigningKey | undefined
     for (const row of rows) {
       const known = this.live.get(row.kid)
-      live.set(row.kid, known === undefined ? liveKey(row) : { ...known, state: row.state })
+      live.set(row.kid, known === undefined ? liveKey(row) : { ...known, state: row.state, since: stateSince(row) })
       if (row.state === 'active' && row.private_key !== null) {
         let key = this.privateKeys.get(row.kid)
         if (key === undefined) {
@@ -370,7 +379,18 @@ function publicJwk(publicKey: KeyObject, kid: string, alg: string): Record<strin
 function liveKey(row: KeyRow): LiveKey {
   // createPublicKey derives the public half even from a JWK that (tampered with) holds private members.
   const publicKey = createPublicKey({ key: row.public_jwk as never, format: 'jwk' })
-  return { kid: row.kid, alg: row.alg as SigningAlg, state: row.state, publicKey, publicJwk: publicJwk(publicKey, row.kid, row.alg) }
+  return { kid: row.kid, alg: row.alg as SigningAlg, state: row.state, since: stateSince(row), publicKey, publicJwk: publicJwk(publicKey, row.kid, row.alg) }
+}
+
+function stateSince(row: KeyRow): Date {
+  switch (row.state) {
+    case 'active':
+      return row.activated_at ?? row.created_at
+    case 'retired':
+      return row.retired_at ?? row.created_at
+    default:
+      return row.created_at
+  }
 }
 
 /** A stored private key, opened; throws, naming the kid, when this key-encryption key does not open it. */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import { NO_ORIGIN, type AuditRecorder, type Origin } from '../audit/events.js'
-import { clientRepository, type Client } from '../clients/repository.js'
+import { clientRepository, type Client, type GrantType } from '../clients/repository.js'
 import { addSeconds, type Clock } from '../clock.js'
 import type { Database, Executor } from '../db/schema.js'
 import { invalidGrant } from '../errors.js'
@@ -39,6 +39,8 @@ export class TokenService {
     private readonly defaults: TokenLifetimes,
     private readonly changes: ChangeWriter,
     private readonly audit: AuditRecorder,
+    /** Told of every access token issued, once signed: what the metrics count. */
+    private readonly issued: (client: Client, grantType: GrantType) => void = () => undefined,
   ) {}
 
   private accessTtl(client: Client): number {
@@ -53,6 +55,7 @@ export class TokenService {
   async issueForClient(client: Client, scopes: string[], audiences: string[]): Promise<TokenResponse> {
     const ttl = this.accessTtl(client)
     const { token } = this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl })
+    this.issued(client, 'client_credentials')
     return { access_token: token, token_type: 'Bearer', expires_in: ttl, scope: scopes.join(' ') }
   }
 
@@ -84,6 +87,7 @@ export class TokenService {
       ttl: accessTtl,
       grantId: grant.id,
     })
+    this.issued(client, 'password')
     return {
       access_token: token,
       token_type: 'Bearer',
@@ -202,6 +206,7 @@ export class TokenService {
       ttl: accessTtl,
       grantId,
     })
+    this.issued(client, 'refresh_token')
     return { access_token: token, token_type: 'Bearer', expires_in: accessTtl, scope: scopes.join(' '), refresh_token: refresh }
   }
 

@@ -1,4 +1,6 @@
+import { performance } from 'node:perf_hooks'
 import argon2 from 'argon2'
+import { noTracing, type Tracing } from '../tracing.js'
 import type { HashQueue, HashSlot } from './hash-queue.js'
 
 /**
@@ -23,7 +25,15 @@ export class PasswordHasher {
     private readonly queue: HashQueue,
     /** Told of every hash and check, when it starts: what the metrics (and tests) count. */
     private readonly onWork: (operation: 'hash' | 'verify') => void = () => undefined,
+    private readonly tracing: Pick<Tracing, 'span'> = noTracing,
   ) {}
+
+  /** The argon2 work as a span of its own; its wait for a place in the queue is an attribute. */
+  private traced<T>(operation: 'hash' | 'verify', queuedAt: number, work: () => Promise<T>): Promise<T> {
+    this.onWork(operation)
+    const waited = Math.round((performance.now() - queuedAt) * 10) / 10
+    return this.tracing.span(`argon2.${operation}`, { 'tessera.hash_queue.wait_ms': waited }, work)
+  }
 
   /** A place in the queue, taken before the work that leads up to a check; 503 when it is full. */
   enter(): HashSlot {
@@ -31,10 +41,8 @@ export class PasswordHasher {
   }
 
   hash(password: string): Promise<string> {
-    return this.queue.enter().run(() => {
-      this.onWork('hash')
-      return argon2.hash(password, ARGON2_OPTIONS)
-    })
+    const queuedAt = performance.now()
+    return this.queue.enter().run(() => this.traced('hash', queuedAt, () => argon2.hash(password, ARGON2_OPTIONS)))
   }
 
   /**
@@ -44,10 +52,8 @@ export class PasswordHasher {
    */
   async verify(slot: HashSlot, storedHash: string | undefined, password: string): Promise<boolean> {
     const hash = storedHash ?? (await dummy())
-    const ok = await slot.run(() => {
-      this.onWork('verify')
-      return argon2.verify(hash, password).catch(() => false)
-    })
+    const queuedAt = performance.now()
+    const ok = await slot.run(() => this.traced('verify', queuedAt, () => argon2.verify(hash, password).catch(() => false)))
     return ok && storedHash !== undefined
   }
 

@@ -12,6 +12,7 @@ import { tokenRepository } from '../tokens/repository.js'
 import { userRepository } from '../users/repository.js'
 import { changeRepository, parseNotification, type Change, type ChangeWriter, type SequencedChange } from './changes.js'
 import type { MemoryView } from './view.js'
+import { noTracing, type Tracing } from '../tracing.js'
 
 export interface FeedSettings {
   /** false: never take a lease, so that every request reads the database. */
@@ -75,6 +76,7 @@ export class ChangeFeed implements ChangeWriter {
     private readonly clock: Clock,
     private readonly settings: FeedSettings,
     private readonly log: Logger,
+    private readonly tracing: Pick<Tracing, 'span'> = noTracing,
   ) {}
 
   /**
@@ -134,7 +136,7 @@ export class ChangeFeed implements ChangeWriter {
       for (const c of changes) last = await changeRepository.record(trx, c)
       return r
     })
-    if (last > 0) await this.awaitApplied(last)
+    if (last > 0) await this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': last }, () => this.awaitApplied(last))
     return result
   }
 

@@ -33,12 +33,18 @@ export const neutralCwd = mkdtempSync(join(tmpdir(), 'tessera-cwd-'))
 /**
  * Starts `tessera serve` with this environment on ephemeral ports; resolves once both listen.
  * `uninstrumented`: without the module tap adds to every Node process a test spawns (through
- * NODE_OPTIONS, whatever `env` says), for measuring the server itself.
+ * NODE_OPTIONS, whatever `env` says), for measuring the server itself. `nodeArgs` go to node
+ * before the script (`--import` a module, say).
  */
-export function spawnServer(t: Teardown, env: Record<string, string>, opts: { uninstrumented?: boolean } = {}): Promise<ServerProcess> {
+export function spawnServer(
+  t: Teardown,
+  env: Record<string, string>,
+  opts: { uninstrumented?: boolean; nodeArgs?: string[] } = {},
+): Promise<ServerProcess> {
+  const node = [...(opts.nodeArgs ?? []), cliPath, 'serve']
   const command: [string, string[]] = opts.uninstrumented
-    ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, cliPath, 'serve']]
-    : [process.execPath, [cliPath, 'serve']]
+    ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, ...node]]
+    : [process.execPath, node]
   const child = spawn(...command, {
     env: { PATH: process.env['PATH'] ?? '', PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
