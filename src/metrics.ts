@@ -156,7 +156,7 @@ export class Metrics {
 
   readonly hashQueueLimit = new Gauge({
     name: 'tessera_password_hash_queue_limit',
-    help: 'The bounds of the argon2 queue: hashes run at once (HASH_CONCURRENCY) and that may wait (HASH_QUEUE)',
+    help: 'The bounds of the argon2 queue: how many hashes may run together (HASH_CONCURRENCY) and how many may wait (HASH_QUEUE)',
     labelNames: ['state'] as const,
     registers: [this.registry],
     collect: () => {
