@@ -19,7 +19,7 @@ export interface RemoteJwksSettings {
   maxBytes: number
   /** A key set is used this long before it is fetched again. */
   ttlMs: number
-  /** A URL is fetched at most once in this long, whether for an unknown kid or after a failure. */
+  /** A URL is fetched again for an unknown kid, or after a failure, at most once in this long. */
   cooldownMs: number
 }
 
@@ -45,6 +45,8 @@ interface Entry {
   error: JwksFetchError | undefined
   /** performance.now() of the last fetch, successful or not. */
   fetchedAt: number
+  /** performance.now() of the last fetch made for an unknown kid; -Infinity: none yet. */
+  refreshedAt: number
   inFlight: Promise<JwkSet> | undefined
 }
 
@@ -64,14 +66,18 @@ export class RemoteJwks {
     let entry = this.entries.get(uri)
     if (entry?.inFlight !== undefined) return entry.inFlight
     if (entry !== undefined) {
-      const age = now - entry.fetchedAt
-      const due = entry.keys === undefined || age >= this.settings.ttlMs || opts.refresh === true
-      if (!due || age < this.settings.cooldownMs) {
-        if (entry.keys !== undefined) return entry.keys
-        throw entry.error ?? new JwksFetchError('no key set')
+      const { cooldownMs, ttlMs } = this.settings
+      if (entry.keys === undefined) {
+        // The last fetch failed: not again before the cool-down.
+        if (now - entry.fetchedAt < cooldownMs) throw entry.error ?? new JwksFetchError('no key set')
+      } else if (opts.refresh === true) {
+        if (now - entry.refreshedAt < cooldownMs) return entry.keys
+        entry.refreshedAt = now
+      } else if (now - entry.fetchedAt < ttlMs) {
+        return entry.keys
       }
     }
-    entry ??= { keys: undefined, error: undefined, fetchedAt: now, inFlight: undefined }
+    entry ??= { keys: undefined, error: undefined, fetchedAt: now, refreshedAt: -Infinity, inFlight: undefined }
     const e = entry
     this.entries.set(uri, e)
     e.inFlight = fetchJwks(uri, this.settings).then(
