@@ -86,15 +86,8 @@ export class ClientService {
   }
 
   /**
-   * The client whose id and secret these are, or undefined. The secret is compared in constant
-   * time, and with a secret that was replaced with a grace period, the old one while it lasts.
-   */
-  async authenticate(clientId: string, secret: string): Promise<Client | undefined> {
-    return this.checkSecret(await this.current(clientId), secret)
-  }
-
-  /**
-   * The client if the secret is its own (see authenticate), for a client already loaded. Whether
+   * The client if the secret is its own, for a client already loaded (ClientService.current): compared
+   * in constant time, and with a secret replaced with a grace period, the old one while it lasts. Whether
    * the client may authenticate with a secret at all is the caller's to check (src/oauth/
    * client-auth.ts); a client without a secret matches none.
    */

@@ -2,7 +2,7 @@
 // changed), so that every client record can authenticate the way it says it does.
 import { invalidRequest } from '../errors.js'
 import { KeyProblem, publicKeyFor } from '../oauth/jws.js'
-import { usesSecret, type ClientSettings, type JwkSet } from './repository.js'
+import type { ClientSettings, JwkSet } from './repository.js'
 
 /** The algorithm of a private_key_jwt client that names none: the server's own default. */
 export const DEFAULT_ASSERTION_ALG = 'ES256'
@@ -77,6 +77,3 @@ function checkJwksUri(raw: string, policy: SettingsPolicy): void {
     throw invalidRequest('jwks_uri must not carry credentials or a fragment')
   }
 }
-
-/** Whether a client with these settings has, or could be given, a secret. */
-export const hasSecretMethod = (s: Pick<ClientSettings, 'tokenEndpointAuthMethod'>): boolean => usesSecret(s.tokenEndpointAuthMethod)
