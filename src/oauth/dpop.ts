@@ -51,6 +51,7 @@ export interface ProofRequest {
 export class Dpop {
   private readonly keys = new LRUCache<string, { verify: VerifyJws; jkt: string }>({ max: KEY_CACHE_SIZE })
   private readonly nonceKey: Buffer
+  private readonly nonces = new Map<number, string>()
 
   constructor(
     private readonly clock: Clock,
@@ -161,7 +162,13 @@ export class Dpop {
   }
 
   private nonceOf(step: number): string {
-    return createHmac('sha256', this.nonceKey).update(`dpop-nonce ${step}`).digest('base64url')
+    // Every answer to a proof carries the current one: made once per step.
+    const cached = this.nonces.get(step)
+    if (cached !== undefined) return cached
+    const nonce = createHmac('sha256', this.nonceKey).update(`dpop-nonce ${step}`).digest('base64url')
+    if (this.nonces.size > 4) this.nonces.clear()
+    this.nonces.set(step, nonce)
+    return nonce
   }
 
   private isCurrentNonce(nonce: unknown): boolean {
