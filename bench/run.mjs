@@ -194,12 +194,15 @@ async function tesseraSetup(server) {
     })
   let clients = 0
   let users = 0
+  const { issuer } = await call('GET', `${server.url}/.well-known/oauth-authorization-server`)
   return {
     url: server.url,
+    issuer,
     token,
-    async client({ grant_types }) {
-      const c = await admin('/admin/clients', { name: `bench ${++clients}`, grant_types, scopes: [SCOPE], audiences: [RESOURCE] })
-      return { ...c, auth: basic(c.client_id, c.client_secret) }
+    async client({ grant_types, ...settings }) {
+      const c = await admin('/admin/clients', { name: `bench ${++clients}`, grant_types, scopes: [SCOPE], audiences: [RESOURCE], ...settings })
+      // A private_key_jwt (or public) client has no secret.
+      return { ...c, ...(c.client_secret !== undefined && { auth: basic(c.client_id, c.client_secret) }) }
     },
     async user() {
       const user = { username: `bench-user-${++users}`, password: randomBytes(18).toString('base64url') }

@@ -8,8 +8,9 @@
 //             undefined: no peer, the rows show "n/a, no peer"
 //   peerNote  (optional) what the peer does differently, printed under the table
 //   tessera   async (t) => Load, given one Tessera (see `tesseraSetup` in bench/run.mjs: its
-//             url, `client({ grant_types })` → { client_id, client_secret, auth }, `user()` →
-//             { username, password }, `token(auth, params)` → the token endpoint's JSON answer)
+//             url and issuer, `client({ grant_types, ...settings })` → { client_id, client_secret,
+//             auth } (no secret or auth for a private_key_jwt client), `user()` → { username,
+//             password }, `token(auth, params)` → the token endpoint's JSON answer)
 //   reference async (p) => Load, given oidc-provider (see `referenceSetup`: url, tokenPath,
 //             introspectionPath, jwksPath, `auth` of its one client, `token(params)`)
 //
@@ -26,9 +27,12 @@
 //                                               starting state per connection; else {}
 // `state` belongs to one connection and lasts for the whole run (warm-up and measured window).
 //
-// Still to come (a later change): `client_credentials_dpop` (perRequest signs a fresh DPoP proof
-// into the headers) and `client_credentials_private_key_jwt` (perRequest puts a client assertion
-// with a fresh jti into the body): entries of this same shape, with no seeds and no onResponse.
+// `client_credentials_dpop` and `client_credentials_private_key_jwt` sign a fresh proof or
+// assertion for every request in the load generator (perRequest is synchronous: fast-jwt over
+// node:crypto, ES256, a key made once), so their rows include that work on the generator's side.
+
+import { generateKeyPairSync, randomUUID } from 'node:crypto'
+import { createSigner } from 'fast-jwt'
 
 export const SCOPE = 'api:read'
 export const RESOURCE = 'https://api.example'
@@ -54,6 +58,21 @@ async function inBatches(n, limit, task) {
 
 const ccBody = form({ grant_type: 'client_credentials', scope: SCOPE, resource: RESOURCE })
 
+/** An ES256 key pair made once, its public JWK, and a synchronous JWS signer with these header fields. */
+function es256(header) {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'bench' }
+  const sign = createSigner({
+    key: privateKey.export({ format: 'pem', type: 'pkcs8' }),
+    algorithm: 'ES256',
+    // fast-jwt sets iat itself.
+    header: typeof header === 'function' ? header(jwk) : header,
+  })
+  return { jwk, sign }
+}
+
+const nowSeconds = () => Math.floor(Date.now() / 1000)
+
 export const scenarios = [
   {
     id: 'client_credentials',
@@ -66,6 +85,58 @@ export const scenarios = [
     async reference(p) {
       // `resource` makes oidc-provider issue an ES256 JWT too (accessTokenFormat 'jwt').
       return { method: 'POST', path: p.tokenPath, headers: { authorization: p.auth, 'content-type': FORM }, body: ccBody, expect: '"access_token":"eyJ' }
+    },
+  },
+  {
+    id: 'client_credentials_dpop',
+    title: 'client_credentials with a DPoP proof (ES256, a fresh one per request) → a DPoP-bound ES256 JWT',
+    peerNote:
+      'No peer row: compare with client_credentials in the same report. The proof costs the server one ES256 verify and ' +
+      'one replay-store insert (batched per event-loop turn); the load generator signs a proof per request.',
+    async tessera(t) {
+      const c = await t.client({ grant_types: ['client_credentials'] })
+      const { sign } = es256((jwk) => ({ typ: 'dpop+jwt', jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } }))
+      const htu = `${t.issuer.replace(/\/+$/, '')}/token`
+      const headers = { authorization: c.auth, 'content-type': FORM }
+      return {
+        method: 'POST',
+        path: '/token',
+        headers,
+        body: ccBody,
+        expect: '"token_type":"DPoP"',
+        perRequest: () => ({ headers: { ...headers, dpop: sign({ jti: randomUUID(), htm: 'POST', htu }) } }),
+      }
+    },
+  },
+  {
+    id: 'client_credentials_private_key_jwt',
+    title: 'client_credentials authenticated by private_key_jwt (ES256 assertion, a fresh jti per request) → ES256 JWT',
+    peerNote:
+      'No peer row: compare with client_credentials in the same report. The assertion costs the server one ES256 verify and ' +
+      'one replay-store insert; the load generator signs an assertion per request.',
+    async tessera(t) {
+      const { jwk, sign } = es256({ kid: 'bench' })
+      const c = await t.client({ grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [jwk] } })
+      const id = c.client_id
+      return {
+        method: 'POST',
+        path: '/token',
+        headers: { 'content-type': FORM },
+        body: undefined,
+        expect: '"access_token":"eyJ',
+        perRequest: () => {
+          const assertion = sign({ iss: id, sub: id, aud: t.issuer, exp: nowSeconds() + 60, jti: randomUUID() })
+          return {
+            body: form({
+              grant_type: 'client_credentials',
+              scope: SCOPE,
+              resource: RESOURCE,
+              client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+              client_assertion: assertion,
+            }),
+          }
+        },
+      }
     },
   },
   {

@@ -60,7 +60,17 @@ export interface Config {
   shutdownTimeout: number
   /** Worker processes (node:cluster); 1 serves from this process, with no cluster. */
   webConcurrency: number
+  /** Whose DPoP proofs must carry a nonce: public clients' (default), everyone's, or no one's. */
+  dpopNonce: DpopNonceMode
+  /** How far a DPoP proof's iat may be from now, either way, in seconds. */
+  dpopProofWindow: number
+  /** Tests only: jwks_uri may be http and may point at loopback or private addresses. */
+  allowInsecureJwksUri: boolean
 }
+
+/** Which token requests must carry a server nonce in their DPoP proof (RFC 9449 §8). */
+export type DpopNonceMode = 'public' | 'always' | 'never'
+const DPOP_NONCE_MODES: readonly DpopNonceMode[] = ['public', 'always', 'never']
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -177,6 +187,9 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     shutdownTimeout: int(env, 'SHUTDOWN_TIMEOUT', 10, 1, 3600),
     webConcurrency,
+    dpopNonce: oneOf(env, 'DPOP_NONCE', DPOP_NONCE_MODES, 'public'),
+    dpopProofWindow: int(env, 'DPOP_PROOF_WINDOW', 300, 1, 3600),
+    allowInsecureJwksUri: bool(env, 'ALLOW_INSECURE_JWKS_URI', false),
   }
 }
 
@@ -224,6 +237,7 @@ function postgresUrl(env: Env, name: string): string | undefined {
   }
   return raw
 }
+
 
 // More would mostly add database connections (a pool of up to 10 each), not throughput.
 const MAX_WORKERS = 64

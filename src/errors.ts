@@ -18,6 +18,9 @@ export type ErrorCode =
   | 'slow_down'
   // RFC 8707 §2
   | 'invalid_target'
+  // RFC 9449 §5, §8: a DPoP proof that fails a check, or one without the nonce the server requires
+  | 'invalid_dpop_proof'
+  | 'use_dpop_nonce'
   // RFC 6750 §3.1, for the admin API's bearer tokens
   | 'invalid_token'
   | 'insufficient_scope'
@@ -36,6 +39,8 @@ const STATUS: Record<ErrorCode, number> = {
   temporarily_unavailable: 503,
   slow_down: 429,
   invalid_target: 400,
+  invalid_dpop_proof: 400,
+  use_dpop_nonce: 400,
   invalid_token: 401,
   insufficient_scope: 403,
   not_found: 404,
@@ -43,9 +48,18 @@ const STATUS: Record<ErrorCode, number> = {
   server_error: 500,
 }
 
+/** What an answer carries beyond its code: another status than the code's, and headers. */
+export interface ErrorExtras {
+  /** A resource server answers a DPoP failure 401 (RFC 9449 §7.1) where the token endpoint says 400. */
+  status?: number
+  /** E.g. DPoP-Nonce (RFC 9449 §8), or a WWW-Authenticate challenge of its own. */
+  headers?: Record<string, string>
+}
+
 export class OAuthError extends Error {
   override name = 'OAuthError'
   readonly status: number
+  readonly headers: Readonly<Record<string, string>>
 
   constructor(
     readonly code: ErrorCode,
@@ -55,6 +69,7 @@ export class OAuthError extends Error {
     readonly detail?: string,
     /** Seconds to wait before trying again (Retry-After), for 429 and 503. */
     readonly retryAfter?: number,
+    extras: ErrorExtras = {},
   ) {
     // No stack trace: an OAuthError is an answer, not a bug, and under a flood of refused
     // requests capturing one for each was most of what refusing them cost.
@@ -62,7 +77,16 @@ export class OAuthError extends Error {
     Error.stackTraceLimit = 0
     super(description === undefined ? code : `${code}: ${description}`)
     Error.stackTraceLimit = limit
-    this.status = STATUS[code]
+    this.status = extras.status ?? STATUS[code]
+    this.headers = extras.headers ?? {}
+  }
+
+  /** The same error with another status or more headers. */
+  with(extras: ErrorExtras): OAuthError {
+    return new OAuthError(this.code, this.description, this.detail, this.retryAfter, {
+      status: extras.status ?? this.status,
+      headers: { ...this.headers, ...extras.headers },
+    })
   }
 }
 
@@ -74,6 +98,8 @@ export const invalidGrant = (description: string, detail?: string) =>
   new OAuthError('invalid_grant', description, detail)
 export const invalidScope = (description: string) => new OAuthError('invalid_scope', description)
 export const invalidTarget = (description: string) => new OAuthError('invalid_target', description)
+export const invalidDpopProof = (description: string, detail?: string) =>
+  new OAuthError('invalid_dpop_proof', description, detail)
 export const notFound = (what: string) => new OAuthError('not_found', `${what} not found`)
 export const temporarilyUnavailable = (detail?: string) =>
   new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable; try again shortly', detail, 2)

@@ -8,6 +8,13 @@ export const REDACT_PATHS = [
   'req.headers.authorization',
   'headers.authorization',
   'authorization',
+  // A DPoP proof and a client assertion authenticate whoever presents them first.
+  'req.headers.dpop',
+  'headers.dpop',
+  'dpop',
+  'client_assertion',
+  '*.client_assertion',
+  '*.dpop',
   'password',
   'client_secret',
   'secret',

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import { AuditService } from './audit/service.js'
+import { DEFAULT_REMOTE_JWKS, RemoteJwks } from './clients/jwks-uri.js'
 import { ClientService } from './clients/service.js'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
@@ -8,7 +9,10 @@ import type { DatabaseHandle } from './db/connect.js'
 import type { Database } from './db/schema.js'
 import { KeyManager } from './keys/manager.js'
 import { Metrics } from './metrics.js'
+import { ClientAssertions } from './oauth/client-assertion.js'
+import { Dpop } from './oauth/dpop.js'
 import type { OAuthServices } from './oauth/grants/grant.js'
+import { ReplayGuard } from './replay/guard.js'
 import { AccessTokens } from './tokens/access-tokens.js'
 import { tokenRepository } from './tokens/repository.js'
 import { TokenService } from './tokens/service.js'
@@ -50,8 +54,8 @@ export interface Tessera extends OAuthServices {
   stop(): Promise<void>
 }
 
-// Expired deny-list entries, grants, refresh tokens, old login failures, old changes and audit
-// events past their retention are deleted this often. Idempotent, so every instance may do it.
+// Expired deny-list entries, grants, refresh tokens, old login failures, old changes, audit
+// events past their retention and jtis past their use are deleted this often. Idempotent, so every instance may do it.
 const HOUSEKEEPING_INTERVAL_MS = 60_000
 // Changes are kept this long for instances that missed their notifications; one further behind
 // reloads its whole view.
@@ -79,7 +83,25 @@ export function createTessera(opts: {
   // The feed needs the key manager (to reload keys) and the key manager writes through the feed.
   let feed: ChangeFeed | undefined
   const changes: ChangeWriter = { write: (work) => feed!.write(work) }
-  const clients = new ClientService(db, clock, view, changes)
+  const clients = new ClientService(db, clock, view, changes, { allowInsecureJwksUri: config.allowInsecureJwksUri })
+  if (config.allowInsecureJwksUri) {
+    log.warn(
+      'ALLOW_INSECURE_JWKS_URI=true: jwks_uri may be http and may point at loopback and private addresses. ' +
+        'This is for tests only: never set it in production',
+    )
+  }
+  const replay = new ReplayGuard(db, clock)
+  const assertions = new ClientAssertions(
+    clock,
+    replay,
+    new RemoteJwks({ ...DEFAULT_REMOTE_JWKS, allowInsecure: config.allowInsecureJwksUri }),
+    opts.issuer,
+  )
+  const dpop = new Dpop(clock, replay, {
+    nonceMode: config.dpopNonce,
+    window: config.dpopProofWindow,
+    keyEncryptionKey: opts.keyEncryptionKey,
+  })
   const hasher = new PasswordHasher(
     new HashQueue(config.hashConcurrency, config.hashQueue),
     (operation) => metrics.passwordHashes.inc({ operation }),
@@ -156,6 +178,8 @@ export function createTessera(opts: {
     loginThrottle,
     clientThrottle,
     hasher,
+    assertions,
+    dpop,
     accessTokens,
     status,
     metrics,
@@ -177,6 +201,7 @@ export function createTessera(opts: {
           throttleStore.purge(db, now),
           changeRepository.purge(db, CHANGE_RETENTION_SECONDS),
           audit.purge(),
+          replay.purge(now),
         ]).catch((err: unknown) => log.warn({ err }, 'housekeeping failed'))
       }, HOUSEKEEPING_INTERVAL_MS)
       housekeeping.unref()

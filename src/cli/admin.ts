@@ -1,5 +1,6 @@
 // `tessera client|user|keys …`: the admin API from the command line. Exit codes: 0 done, 1 the
 // server (or the network) said no, 2 the command line is wrong.
+import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { AdminApi, ApiError, CliError, UsageError, loadCredentials } from './admin-api.js'
 import { fields, list as joinList, printable, table, when } from './format.js'
@@ -91,6 +92,14 @@ function clientFields(c: ClientView): string {
     ['resource_identifiers', joinList(c.resource_identifiers)],
     ['access_token_ttl', ttl(c.access_token_ttl)],
     ['refresh_token_ttl', ttl(c.refresh_token_ttl)],
+    ['token_endpoint_auth_method', c.token_endpoint_auth_method],
+    ...(c.token_endpoint_auth_method === 'private_key_jwt'
+      ? ([
+          c.jwks_uri !== null ? ['jwks_uri', printable(c.jwks_uri)] : ['jwks', joinList(c.jwks?.keys.map((k, i) => printable(String(k['kid'] ?? `key ${i}`))) ?? [])],
+          ['token_endpoint_auth_signing_alg', c.token_endpoint_auth_signing_alg ?? '-'],
+        ] as [string, string][])
+      : []),
+    ['dpop_bound_access_tokens', c.dpop_bound_access_tokens ? 'yes' : 'no'],
     ['created_at', when(c.created_at)],
     ['updated_at', when(c.updated_at)],
     ...(c.client_secret !== undefined ? ([['client_secret', c.client_secret]] as [string, string][]) : []),
@@ -154,6 +163,23 @@ async function findUser(api: AdminApi, ref: string): Promise<UserView> {
 
 // Commands
 
+/** A JWK Set from a file ("-": stdin), as --jwks names it. */
+function jwksFlag(values: Values): unknown {
+  const path = stringFlag(values, 'jwks')
+  if (path === undefined) return undefined
+  let text: string
+  try {
+    text = readFileSync(path === '-' ? 0 : path, 'utf8')
+  } catch (err) {
+    throw new UsageError(`--jwks: cannot read ${printable(path)}: ${(err as Error).message}`)
+  }
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new UsageError(`--jwks: ${printable(path)} is not JSON (a JWK Set: {"keys": [...]})`)
+  }
+}
+
 const clientOptions: Options = {
   name: { type: 'string' },
   'grant-types': { type: 'string' },
@@ -162,16 +188,26 @@ const clientOptions: Options = {
   'resource-identifiers': { type: 'string' },
   'access-token-ttl': { type: 'string' },
   'refresh-token-ttl': { type: 'string' },
+  'auth-method': { type: 'string' },
+  jwks: { type: 'string' },
+  'jwks-uri': { type: 'string' },
+  'signing-alg': { type: 'string' },
+  'dpop-bound': { type: 'boolean' },
 }
 
 const clientCommands: Record<string, Command> = {
   create: {
     synopsis:
       'create --name NAME --grant-types LIST [--scopes LIST] [--audiences LIST]\n' +
-      '         [--resource-identifiers LIST] [--access-token-ttl S] [--refresh-token-ttl S]',
+      '         [--resource-identifiers LIST] [--access-token-ttl S] [--refresh-token-ttl S]\n' +
+      '         [--auth-method METHOD] [--jwks FILE | --jwks-uri URL] [--signing-alg ALG] [--dpop-bound]',
     summary:
       'register a client; prints its secret once. Grant types: password, client_credentials,\n' +
-      'refresh_token. Lists are comma-separated; the first audience is the default aud.',
+      'refresh_token. Lists are comma-separated; the first audience is the default aud.\n' +
+      '--auth-method: client_secret_basic (default), client_secret_post, private_key_jwt (with\n' +
+      'its public keys: --jwks, a JWK Set file or - for stdin, or --jwks-uri, https; and\n' +
+      '--signing-alg, ES256 by default) or none (a public client: password and refresh_token\n' +
+      'only). Those two have no secret. --dpop-bound: every token request must carry a DPoP proof.',
     options: clientOptions,
     positionals: [],
     async run(ctx, values) {
@@ -183,11 +219,17 @@ const clientCommands: Record<string, Command> = {
         resource_identifiers: listFlag(values, 'resource-identifiers'),
         access_token_ttl: intFlag(values, 'access-token-ttl'),
         refresh_token_ttl: intFlag(values, 'refresh-token-ttl'),
+        token_endpoint_auth_method: stringFlag(values, 'auth-method'),
+        jwks: jwksFlag(values),
+        jwks_uri: stringFlag(values, 'jwks-uri'),
+        token_endpoint_auth_signing_alg: stringFlag(values, 'signing-alg'),
+        dpop_bound_access_tokens: values['dpop-bound'] === true ? true : undefined,
       }
       if (body.grant_types.length === 0) throw new UsageError('--grant-types is required')
       const created = await ctx.api.call<ClientView>('POST', '/admin/clients', body)
       ctx.out(ctx.json ? json(created) : clientFields(created))
-      ctx.warn(SECRET_WARNING)
+      if (created.client_secret !== undefined) ctx.warn(SECRET_WARNING)
+      else ctx.warn(`This client authenticates with ${created.token_endpoint_auth_method}: it has no secret.\n`)
     },
   },
   list: {

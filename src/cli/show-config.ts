@@ -69,6 +69,9 @@ export function settings(config: Config, env: Env, envFile: EnvFile | undefined)
     ['HASH_CONCURRENCY', String(config.hashConcurrency)],
     ['HASH_QUEUE', String(config.hashQueue)],
     ['AUDIT_RETENTION_DAYS', String(config.auditRetentionDays)],
+    ['DPOP_NONCE', config.dpopNonce],
+    ['DPOP_PROOF_WINDOW', String(config.dpopProofWindow)],
+    ['ALLOW_INSECURE_JWKS_URI', String(config.allowInsecureJwksUri)],
     ['SHUTDOWN_TIMEOUT', String(config.shutdownTimeout)],
     [
       'WEB_CONCURRENCY',

@@ -1,13 +1,29 @@
 import type { Selectable } from 'kysely'
 import type { ClientsTable, Executor } from '../db/schema.js'
+import type { ClientAlg } from '../oauth/jws.js'
 
 export type GrantType = 'password' | 'client_credentials' | 'refresh_token'
 export const GRANT_TYPES: readonly GrantType[] = ['password', 'client_credentials', 'refresh_token']
 
+/**
+ * How a client authenticates at the token, introspection and revocation endpoints (RFC 7591 §2):
+ * with a secret (Basic or in the form: either one, whichever is registered), with a JWT signed by
+ * its key (RFC 7523 §2.2), or not at all (a public client, RFC 6749 §2.1).
+ */
+export type AuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none'
+export const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']
+export const usesSecret = (method: AuthMethod): boolean => method === 'client_secret_basic' || method === 'client_secret_post'
+
+/** A JWK Set (RFC 7517 §5) of public keys. */
+export interface JwkSet {
+  keys: Record<string, unknown>[]
+}
+
 export interface Client {
   clientId: string
   name: string
-  secretHash: Uint8Array
+  /** Null for a client that has no secret (private_key_jwt, none, or not made yet). */
+  secretHash: Uint8Array | null
   previousSecretHash: Uint8Array | null
   previousSecretExpiresAt: Date | null
   grantTypes: GrantType[]
@@ -19,6 +35,14 @@ export interface Client {
   tokensRevokedAt: Date | null
   createdAt: Date
   updatedAt: Date
+  tokenEndpointAuthMethod: AuthMethod
+  /** private_key_jwt: the client's public keys, or where to fetch them; one of the two. */
+  jwks: JwkSet | null
+  jwksUri: string | null
+  /** private_key_jwt: the one algorithm its assertions are signed with. */
+  tokenEndpointAuthSigningAlg: ClientAlg | null
+  /** RFC 9449 §5.2: its token requests must carry a DPoP proof. */
+  dpopBoundAccessTokens: boolean
 }
 
 /** The fields an administrator sets; everything else is managed by Tessera. */
@@ -30,6 +54,11 @@ export interface ClientSettings {
   resourceIdentifiers: string[]
   accessTokenTtl: number | null
   refreshTokenTtl: number | null
+  tokenEndpointAuthMethod: AuthMethod
+  jwks: JwkSet | null
+  jwksUri: string | null
+  tokenEndpointAuthSigningAlg: ClientAlg | null
+  dpopBoundAccessTokens: boolean
 }
 
 export function toClient(row: Selectable<ClientsTable>): Client {
@@ -48,6 +77,11 @@ export function toClient(row: Selectable<ClientsTable>): Client {
     tokensRevokedAt: row.tokens_revoked_at,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    tokenEndpointAuthMethod: row.token_endpoint_auth_method as AuthMethod,
+    jwks: row.jwks,
+    jwksUri: row.jwks_uri,
+    tokenEndpointAuthSigningAlg: row.token_endpoint_auth_signing_alg as ClientAlg | null,
+    dpopBoundAccessTokens: row.dpop_bound_access_tokens,
   }
 }
 
@@ -60,6 +94,11 @@ function settingsColumns(s: Partial<ClientSettings>) {
     ...(s.resourceIdentifiers !== undefined && { resource_identifiers: s.resourceIdentifiers }),
     ...(s.accessTokenTtl !== undefined && { access_token_ttl: s.accessTokenTtl }),
     ...(s.refreshTokenTtl !== undefined && { refresh_token_ttl: s.refreshTokenTtl }),
+    ...(s.tokenEndpointAuthMethod !== undefined && { token_endpoint_auth_method: s.tokenEndpointAuthMethod }),
+    ...(s.jwks !== undefined && { jwks: s.jwks === null ? null : JSON.stringify(s.jwks) }),
+    ...(s.jwksUri !== undefined && { jwks_uri: s.jwksUri }),
+    ...(s.tokenEndpointAuthSigningAlg !== undefined && { token_endpoint_auth_signing_alg: s.tokenEndpointAuthSigningAlg }),
+    ...(s.dpopBoundAccessTokens !== undefined && { dpop_bound_access_tokens: s.dpopBoundAccessTokens }),
   }
 }
 
@@ -82,11 +121,17 @@ export const clientRepository = {
     return (await q.execute()).map(toClient)
   },
 
-  /** Inserts a client; false when the id is taken (nothing is written then). */
+  /** The client, its row locked until the transaction `trx` ends; undefined when there is none. */
+  async findForUpdate(trx: Executor, clientId: string): Promise<Client | undefined> {
+    const row = await trx.selectFrom('clients').selectAll().where('client_id', '=', clientId).forUpdate().executeTakeFirst()
+    return row && toClient(row)
+  },
+
+  /** Inserts a client (with no secret: null); undefined when the id is taken (nothing is written then). */
   async insert(
     db: Executor,
     clientId: string,
-    secretHash: Uint8Array,
+    secretHash: Uint8Array | null,
     settings: ClientSettings,
     now: Date,
   ): Promise<Client | undefined> {
@@ -108,11 +153,18 @@ export const clientRepository = {
     return row && toClient(row)
   },
 
-  /** Changes the given settings; undefined when the client does not exist. */
-  async update(db: Executor, clientId: string, settings: Partial<ClientSettings>, now: Date) {
+  /**
+   * Changes the given settings; undefined when the client does not exist. `dropSecret`: the client
+   * no longer authenticates with a secret, so none is kept.
+   */
+  async update(db: Executor, clientId: string, settings: Partial<ClientSettings>, now: Date, opts: { dropSecret?: boolean } = {}) {
     const row = await db
       .updateTable('clients')
-      .set({ ...settingsColumns(settings), updated_at: now })
+      .set({
+        ...settingsColumns(settings),
+        ...(opts.dropSecret === true && { secret_hash: null, previous_secret_hash: null, previous_secret_expires_at: null }),
+        updated_at: now,
+      })
       .where('client_id', '=', clientId)
       .returningAll()
       .executeTakeFirst()

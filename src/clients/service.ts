@@ -4,11 +4,12 @@ import type { Clock } from '../clock.js'
 import { addSeconds } from '../clock.js'
 import type { Database } from '../db/schema.js'
 import { withLock } from '../db/locks.js'
-import { OAuthError } from '../errors.js'
+import { OAuthError, invalidRequest } from '../errors.js'
 import { hashesEqual, randomSecret, sha256 } from '../secrets.js'
 import type { ChangeWriter } from '../view/changes.js'
 import { GONE, type MemoryView } from '../view/view.js'
-import { clientRepository, type Client, type ClientSettings } from './repository.js'
+import { clientRepository, usesSecret, type Client, type ClientSettings } from './repository.js'
+import { checkSettings, type SettingsPolicy } from './settings.js'
 
 // A hash no secret has, so that an unknown client costs the same comparison as a known one.
 const NO_SECRET = sha256('tessera: no such client')
@@ -23,6 +24,7 @@ export class ClientService {
     private readonly clock: Clock,
     private readonly view: MemoryView,
     private readonly changes: ChangeWriter,
+    private readonly policy: SettingsPolicy = { allowInsecureJwksUri: false },
   ) {}
 
   /** The client as the database has it now, or undefined when there is none with this id. */
@@ -51,10 +53,24 @@ export class ClientService {
     return clientRepository.list(this.db, page)
   }
 
-  /** Changes only the settings given; undefined when there is no such client. */
+  /**
+   * Changes only the settings given, which must keep the rules with the rest (src/clients/
+   * settings.ts; invalid_request otherwise); undefined when there is no such client. A client that
+   * leaves private_key_jwt leaves its keys behind unless told otherwise; one that stops using a
+   * secret loses it, and one that starts has none until one is made (rotateSecret).
+   */
   update(clientId: string, settings: Partial<ClientSettings>): Promise<Client | undefined> {
     return this.changes.write(async (trx, change) => {
-      const client = await clientRepository.update(trx, clientId, settings, this.clock.now())
+      const current = await clientRepository.findForUpdate(trx, clientId)
+      if (current === undefined) return undefined
+      const leavesKeys = settings.tokenEndpointAuthMethod !== undefined && settings.tokenEndpointAuthMethod !== 'private_key_jwt'
+      const merged = checkSettings(
+        { ...settingsOf(current), ...(leavesKeys && { jwks: null, jwksUri: null, tokenEndpointAuthSigningAlg: null }), ...settings },
+        this.policy,
+      )
+      const client = await clientRepository.update(trx, clientId, merged, this.clock.now(), {
+        dropSecret: !usesSecret(merged.tokenEndpointAuthMethod),
+      })
       if (client !== undefined) change({ kind: 'client', subject: clientId })
       return client
     })
@@ -70,17 +86,14 @@ export class ClientService {
   }
 
   /**
-   * The client whose id and secret these are, or undefined. The secret is compared in constant
-   * time, and with a secret that was replaced with a grace period, the old one while it lasts.
+   * The client if the secret is its own, for a client already loaded (ClientService.current): compared
+   * in constant time, and with a secret replaced with a grace period, the old one while it lasts. Whether
+   * the client may authenticate with a secret at all is the caller's to check (src/oauth/
+   * client-auth.ts); a client without a secret matches none.
    */
-  async authenticate(clientId: string, secret: string): Promise<Client | undefined> {
-    return this.checkSecret(await this.current(clientId), secret)
-  }
-
-  /** The client if the secret is its own (see authenticate), for a client already loaded. */
   checkSecret(client: Client | undefined, secret: string): Client | undefined {
     const presented = sha256(secret)
-    if (client === undefined) {
+    if (client === undefined || client.secretHash === null) {
       hashesEqual(presented, NO_SECRET)
       return undefined
     }
@@ -97,11 +110,16 @@ export class ClientService {
     return Math.max(defaultTtl, (await clientRepository.maxAccessTokenTtl(this.db)) ?? 0)
   }
 
-  /** A new client with a server-generated secret, returned only here. */
-  async create(settings: ClientSettings): Promise<{ client: Client; secret: string }> {
-    const secret = randomSecret()
+  /**
+   * A new client; one that authenticates with a secret gets a server-generated one, returned only
+   * here (a private_key_jwt or public client gets none). invalid_request when the settings break
+   * a rule (src/clients/settings.ts).
+   */
+  async create(settings: ClientSettings): Promise<{ client: Client; secret: string | undefined }> {
+    const checked = checkSettings(settings, this.policy)
+    const secret = usesSecret(checked.tokenEndpointAuthMethod) ? randomSecret() : undefined
     const client = await this.changes.write(async (trx, change) => {
-      const inserted = await clientRepository.insert(trx, randomUUID(), sha256(secret), settings, this.clock.now())
+      const inserted = await clientRepository.insert(trx, randomUUID(), secret === undefined ? null : sha256(secret), checked, this.clock.now())
       // Recorded too, so that every instance holds it at once (and would forget a tombstone).
       if (inserted !== undefined) change({ kind: 'client', subject: inserted.clientId })
       return inserted
@@ -113,13 +131,19 @@ export class ClientService {
   /**
    * A new secret, returned only here; the old one keeps working for `graceSeconds` (0: it stops at
    * once). A secret still in an earlier grace period stops at once: only the latest two live.
-   * Undefined when there is no such client (nothing is written then).
+   * Undefined when there is no such client (nothing is written then); invalid_request for a client
+   * that does not authenticate with a secret.
    */
   async rotateSecret(clientId: string, graceSeconds: number): Promise<string | undefined> {
     const secret = randomSecret()
     const now = this.clock.now()
     const until = graceSeconds > 0 ? addSeconds(now, graceSeconds) : null
     const client = await this.changes.write(async (trx, change) => {
+      const current = await clientRepository.findForUpdate(trx, clientId)
+      if (current === undefined) return undefined
+      if (!usesSecret(current.tokenEndpointAuthMethod)) {
+        throw invalidRequest(`this client authenticates with ${current.tokenEndpointAuthMethod}: it has no secret`)
+      }
       const replaced = await clientRepository.replaceSecret(trx, clientId, sha256(secret), until, now)
       if (replaced !== undefined) change({ kind: 'client', subject: clientId })
       return replaced
@@ -144,12 +168,13 @@ export class ClientService {
         ? client.grantTypes
         : [...client.grantTypes, 'client_credentials' as const]
       const scopes = client.scopes.includes('admin') ? client.scopes : [...client.scopes, 'admin']
-      const newSecret = !hashesEqual(hash, client.secretHash)
+      // Its secret is what the bootstrap promises: a client switched to another method comes back.
+      const method = usesSecret(client.tokenEndpointAuthMethod) ? {} : { tokenEndpointAuthMethod: 'client_secret_basic' as const, jwks: null, jwksUri: null, tokenEndpointAuthSigningAlg: null }
+      const newSecret = client.secretHash === null || !hashesEqual(hash, client.secretHash)
       if (newSecret) await clientRepository.replaceSecret(trx, clientId, hash, null, now)
-      if (grantTypes !== client.grantTypes || scopes !== client.scopes) {
-        await clientRepository.update(trx, clientId, { grantTypes, scopes }, now)
-      }
-      if (newSecret || grantTypes !== client.grantTypes || scopes !== client.scopes) change({ kind: 'client', subject: clientId })
+      const changed = grantTypes !== client.grantTypes || scopes !== client.scopes || Object.keys(method).length > 0
+      if (changed) await clientRepository.update(trx, clientId, { grantTypes, scopes, ...method }, now)
+      if (newSecret || changed) change({ kind: 'client', subject: clientId })
     })
   }
 
@@ -177,5 +202,28 @@ function adminSettings(): ClientSettings {
     resourceIdentifiers: [],
     accessTokenTtl: null,
     refreshTokenTtl: null,
+    tokenEndpointAuthMethod: 'client_secret_basic',
+    jwks: null,
+    jwksUri: null,
+    tokenEndpointAuthSigningAlg: null,
+    dpopBoundAccessTokens: false,
+  }
+}
+
+/** The settings part of a client record. */
+function settingsOf(c: Client): ClientSettings {
+  return {
+    name: c.name,
+    grantTypes: c.grantTypes,
+    scopes: c.scopes,
+    audiences: c.audiences,
+    resourceIdentifiers: c.resourceIdentifiers,
+    accessTokenTtl: c.accessTokenTtl,
+    refreshTokenTtl: c.refreshTokenTtl,
+    tokenEndpointAuthMethod: c.tokenEndpointAuthMethod,
+    jwks: c.jwks,
+    jwksUri: c.jwksUri,
+    tokenEndpointAuthSigningAlg: c.tokenEndpointAuthSigningAlg,
+    dpopBoundAccessTokens: c.dpopBoundAccessTokens,
   }
 }

@@ -8,7 +8,7 @@ type Timestamp = ColumnType<Date, Date, Date>
 export interface ClientsTable {
   client_id: string
   name: string
-  secret_hash: Uint8Array
+  secret_hash: Uint8Array | null
   previous_secret_hash: Uint8Array | null
   previous_secret_expires_at: Timestamp | null
   grant_types: string[]
@@ -20,6 +20,12 @@ export interface ClientsTable {
   tokens_revoked_at: Timestamp | null
   created_at: Timestamp
   updated_at: Timestamp
+  token_endpoint_auth_method: Generated<string>
+  /** A JWK Set (public keys only); written as JSON text. */
+  jwks: ColumnType<{ keys: Record<string, unknown>[] } | null, string | null, string | null>
+  jwks_uri: string | null
+  token_endpoint_auth_signing_alg: string | null
+  dpop_bound_access_tokens: Generated<boolean>
 }
 
 export interface UsersTable {
@@ -58,6 +64,7 @@ export interface GrantsTable {
   created_at: Timestamp
   expires_at: Timestamp
   revoked_at: Timestamp | null
+  dpop_jkt: string | null
 }
 
 export interface RefreshTokensTable {
@@ -120,6 +127,12 @@ export interface AuditEventsTable {
   details: ColumnType<Record<string, unknown>, string, string>
 }
 
+export interface ReplayGuardTable {
+  kind: string
+  jti: string
+  expires_at: Timestamp
+}
+
 export interface Database {
   clients: ClientsTable
   users: UsersTable
@@ -132,6 +145,7 @@ export interface Database {
   changes: ChangesTable
   instances: InstancesTable
   audit_events: AuditEventsTable
+  replay_guard: ReplayGuardTable
 }
 
 /**

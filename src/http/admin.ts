@@ -2,13 +2,15 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { AUDIT_EVENT_TYPES, type AdminChange, type AuditEventType } from '../audit/events.js'
 import type { AuditCursor, AuditFilter } from '../audit/repository.js'
 import { auditView } from '../audit/service.js'
-import { GRANT_TYPES, type Client, type ClientSettings } from '../clients/repository.js'
-import { OAuthError, invalidRequest, notFound } from '../errors.js'
+import { AUTH_METHODS, GRANT_TYPES, type AuthMethod, type Client, type ClientSettings, type JwkSet } from '../clients/repository.js'
+import { OAuthError, invalidDpopProof, invalidRequest, notFound } from '../errors.js'
 import { LIMITS, checkText, type TextRule } from '../input.js'
+import { DPOP_ALGS } from '../oauth/dpop.js'
+import { CLIENT_ALGS, type ClientAlg } from '../oauth/jws.js'
 import type { Tessera } from '../tessera.js'
 import { asUuid } from '../tokens/repository.js'
 import type { User } from '../users/repository.js'
-import { metadata } from './public.js'
+import { dpopHeaders, metadata } from './public.js'
 
 const METADATA_PATH = '/.well-known/oauth-authorization-server'
 
@@ -27,6 +29,18 @@ const identifierList = {
   items: { type: 'string', pattern: '^[^\\s\\x00-\\x1f\\x7f]+$', maxLength: 2000 },
 } as const
 const ttl = { type: ['integer', 'null'], minimum: 1, maximum: 315_360_000 } as const
+// RFC 7517 §5: a JWK Set; what each key may be is the client rules' to judge (src/clients/settings.ts).
+const jwkSet = {
+  anyOf: [
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['keys'],
+      properties: { keys: { type: 'array', minItems: 1, maxItems: 10, items: { type: 'object', maxProperties: 30 } } },
+    },
+    { type: 'null' },
+  ],
+} as const
 const clientProperties = {
   name: { type: 'string', minLength: 1, maxLength: 200 },
   grant_types: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: GRANT_TYPES } },
@@ -35,6 +49,11 @@ const clientProperties = {
   resource_identifiers: identifierList,
   access_token_ttl: ttl,
   refresh_token_ttl: ttl,
+  token_endpoint_auth_method: { enum: AUTH_METHODS },
+  jwks: jwkSet,
+  jwks_uri: { anyOf: [{ type: 'string', maxLength: 2000, pattern: '^[^\\s\\x00-\\x1f\\x7f]+$' }, { type: 'null' }] },
+  token_endpoint_auth_signing_alg: { enum: [...CLIENT_ALGS, null] },
+  dpop_bound_access_tokens: { type: 'boolean' },
 } as const
 const createClientSchema = {
   type: 'object',
@@ -84,6 +103,11 @@ interface ClientBody {
   resource_identifiers?: string[]
   access_token_ttl?: number | null
   refresh_token_ttl?: number | null
+  token_endpoint_auth_method?: AuthMethod
+  jwks?: JwkSet | null
+  jwks_uri?: string | null
+  token_endpoint_auth_signing_alg?: ClientAlg | null
+  dpop_bound_access_tokens?: boolean
 }
 
 function clientSettings(b: ClientBody): Partial<ClientSettings> {
@@ -95,6 +119,11 @@ function clientSettings(b: ClientBody): Partial<ClientSettings> {
     ...(b.resource_identifiers !== undefined && { resourceIdentifiers: b.resource_identifiers }),
     ...(b.access_token_ttl !== undefined && { accessTokenTtl: b.access_token_ttl }),
     ...(b.refresh_token_ttl !== undefined && { refreshTokenTtl: b.refresh_token_ttl }),
+    ...(b.token_endpoint_auth_method !== undefined && { tokenEndpointAuthMethod: b.token_endpoint_auth_method }),
+    ...(b.jwks !== undefined && { jwks: b.jwks }),
+    ...(b.jwks_uri !== undefined && { jwksUri: b.jwks_uri }),
+    ...(b.token_endpoint_auth_signing_alg !== undefined && { tokenEndpointAuthSigningAlg: b.token_endpoint_auth_signing_alg }),
+    ...(b.dpop_bound_access_tokens !== undefined && { dpopBoundAccessTokens: b.dpop_bound_access_tokens }),
   }
 }
 
@@ -109,6 +138,11 @@ export function clientView(c: Client) {
     resource_identifiers: c.resourceIdentifiers,
     access_token_ttl: c.accessTokenTtl,
     refresh_token_ttl: c.refreshTokenTtl,
+    token_endpoint_auth_method: c.tokenEndpointAuthMethod,
+    jwks: c.jwks,
+    jwks_uri: c.jwksUri,
+    token_endpoint_auth_signing_alg: c.tokenEndpointAuthSigningAlg,
+    dpop_bound_access_tokens: c.dpopBoundAccessTokens,
     created_at: c.createdAt.toISOString(),
     updated_at: c.updatedAt.toISOString(),
   }
@@ -171,18 +205,57 @@ function checkPathAndQuery(request: FastifyRequest): void {
 }
 
 /**
- * The bearer token's client and scopes if it is an active access token of this server (RFC 6750
- * §2.1 header only: §2.2's form body and §2.3's query are not accepted); otherwise a 401.
+ * The access token's client and scopes if it is an active access token of this server, sent as a
+ * resource server must accept it: in the Authorization header only (RFC 6750 §2.1: not in a form
+ * body or the query), as `Bearer`, or as `DPoP` with a proof of its key when it is DPoP-bound
+ * (RFC 9449 §7.1: the proof checked as the token endpoint checks one, for this request's method
+ * and URL, ath included). A bound token sent as Bearer is refused: that is what binding is for.
  */
 async function bearer(t: Tessera, request: FastifyRequest): Promise<{ clientId: string; scopes: string[] }> {
-  const match = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(request.headers.authorization ?? '')
-  if (match === null) throw new OAuthError('invalid_token', 'a bearer access token is required')
+  const match = /^(Bearer|DPoP)[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(request.headers.authorization ?? '')
+  if (match === null) throw new OAuthError('invalid_token', 'an access token is required (Authorization: Bearer, or DPoP)')
+  const [, scheme, token] = match as unknown as [string, string, string]
   // RFC 6750 §3.1: a malformed request is invalid_request; no token of ours is anywhere near this.
-  if (match[1]!.length > LIMITS.token) throw invalidRequest(`the access token is too long (at most ${LIMITS.token} bytes)`)
-  const active = await t.status.activeAccessToken(match[1]!)
+  if (token.length > LIMITS.token) throw invalidRequest(`the access token is too long (at most ${LIMITS.token} bytes)`)
+  const active = await t.status.activeAccessToken(token)
   if (active === undefined) throw new OAuthError('invalid_token', 'the access token is not active')
+  const jkt = active.claims.cnf?.jkt
+  if (scheme.toLowerCase() === 'bearer') {
+    if (jkt !== undefined) {
+      throw new OAuthError('invalid_token', 'this access token is DPoP-bound: send it as Authorization: DPoP, with a proof', undefined, undefined, {
+        headers: { 'www-authenticate': dpopChallenge('invalid_token') },
+      })
+    }
+  } else {
+    if (jkt === undefined) throw new OAuthError('invalid_token', 'this access token is not DPoP-bound: send it as Bearer')
+    await proveKey(t, request, token, jkt)
+  }
   return { clientId: active.claims.client_id, scopes: active.claims.scope.split(' ') }
 }
+
+/** RFC 9449 §7.1: the request's DPoP proof, for this token (ath), by the key it is bound to. */
+async function proveKey(t: Tessera, request: FastifyRequest, token: string, jkt: string): Promise<void> {
+  try {
+    const proof = await t.dpop.verify({
+      headers: dpopHeaders(request),
+      method: request.method,
+      // The admin listener has no URL of its own: the one the request was sent to.
+      url: `${request.protocol}://${request.host}${request.url.split('?')[0]}`,
+      nonceRequired: false,
+      accessToken: token,
+    })
+    if (proof === undefined) throw invalidDpopProof('a DPoP-bound access token needs a DPoP proof')
+    if (proof.jkt !== jkt) throw invalidDpopProof('the DPoP proof is made with another key than the token is bound to')
+  } catch (err) {
+    // A resource server answers 401 with a DPoP challenge where the token endpoint answers 400.
+    if (err instanceof OAuthError && (err.code === 'invalid_dpop_proof' || err.code === 'use_dpop_nonce')) {
+      throw err.with({ status: 401, headers: { 'www-authenticate': dpopChallenge(err.code) } })
+    }
+    throw err
+  }
+}
+
+const dpopChallenge = (error: string) => `DPoP realm="tessera", error="${error}", algs="${DPOP_ALGS.join(' ')}"`
 
 function requireScope(scopes: string[], accepted: string[]): void {
   if (!accepted.some((s) => scopes.includes(s))) {
@@ -226,9 +299,15 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
       resourceIdentifiers: body.resource_identifiers ?? [],
       accessTokenTtl: body.access_token_ttl ?? null,
       refreshTokenTtl: body.refresh_token_ttl ?? null,
+      tokenEndpointAuthMethod: body.token_endpoint_auth_method ?? 'client_secret_basic',
+      jwks: body.jwks ?? null,
+      jwksUri: body.jwks_uri ?? null,
+      tokenEndpointAuthSigningAlg: body.token_endpoint_auth_signing_alg ?? null,
+      dpopBoundAccessTokens: body.dpop_bound_access_tokens ?? false,
     })
     target(request, { client: client.clientId })
-    return reply.code(201).send({ ...clientView(client), client_secret: secret })
+    // A private_key_jwt or public client has no secret: nothing to show.
+    return reply.code(201).send({ ...clientView(client), ...(secret !== undefined && { client_secret: secret }) })
   })
 
   app.get('/admin/clients', async (request) => {
@@ -414,6 +493,11 @@ const RECORDED_FIELDS = [
   'resource_identifiers',
   'access_token_ttl',
   'refresh_token_ttl',
+  'token_endpoint_auth_method',
+  'jwks',
+  'jwks_uri',
+  'token_endpoint_auth_signing_alg',
+  'dpop_bound_access_tokens',
   'username',
   'disabled',
   'grace_seconds',

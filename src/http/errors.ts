@@ -47,6 +47,8 @@ function challenge(err: OAuthError): string | undefined {
 export function sendError(reply: FastifyReply, err: OAuthError): FastifyReply {
   const www = challenge(err)
   if (www !== undefined) reply.header('www-authenticate', www)
+  // An error's own headers win: a DPoP challenge replaces the Bearer one.
+  for (const [name, value] of Object.entries(err.headers)) reply.header(name, value)
   if (err.retryAfter !== undefined) reply.header('retry-after', String(err.retryAfter))
   return reply
     .code(err.status)

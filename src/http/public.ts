@@ -1,14 +1,48 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { invalidRequest } from '../errors.js'
+import { OAuthError, invalidDpopProof, invalidRequest } from '../errors.js'
+import { LIMITS, checkText } from '../input.js'
 import { clientAddress } from './address.js'
 import { authenticateClient, clientCredentials } from '../oauth/client-auth.js'
+import { DPOP_ALGS } from '../oauth/dpop.js'
 import { introspect } from '../oauth/introspection.js'
+import { CLIENT_ALGS } from '../oauth/jws.js'
 import { Params, checkBasicCredentials } from '../oauth/params.js'
 import { revoke } from '../oauth/revocation.js'
 import { SUPPORTED_GRANT_TYPES, tokenEndpoint } from '../oauth/token-endpoint.js'
 import type { Tessera } from '../tessera.js'
 
-const AUTH_METHODS = ['client_secret_basic', 'client_secret_post']
+// client_secret_jwt is not offered: it needs the secret itself to verify a MAC, and secrets are
+// stored only as hashes (src/secrets.ts).
+const CONFIDENTIAL_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt']
+// Public clients may get tokens and revoke them (RFC 7009 §5), not introspect (RFC 7662 §2.1).
+const TOKEN_METHODS = [...CONFIDENTIAL_METHODS, 'none']
+
+/** The URL of one of our endpoints, as the metadata names it: what a DPoP proof's htu must be. */
+export function endpointUrl(issuer: string, path: string): string {
+  // RFC 8414 §3.3: `issuer` must equal the tokens' iss exactly, trailing slash and all.
+  return `${issuer.replace(/\/+$/, '')}${path}`
+}
+
+/**
+ * The values of every DPoP header of the request. Node joins repeated headers into one value, so
+ * they are counted in the raw headers (RFC 9449 §4.3 check 1 wants exactly one). Each is text of
+ * a token's size (src/input.ts), or the proof is invalid.
+ */
+export function dpopHeaders(request: FastifyRequest): string[] {
+  const raw = request.raw.rawHeaders
+  const values: string[] = []
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'dpop') values.push(raw[i + 1]!)
+  }
+  for (const value of values) {
+    try {
+      checkText('the DPoP header', value, { max: LIMITS.token })
+    } catch (err) {
+      throw invalidDpopProof((err as OAuthError).description ?? 'the DPoP header is malformed')
+    }
+  }
+  return values
+}
 
 /**
  * RFC 6749 §3.2: requests to the token endpoint (and RFC 7662/7009's) are form-encoded. The
@@ -32,7 +66,10 @@ function noStore(reply: FastifyReply): FastifyReply {
 export function publicRoutes(app: FastifyInstance, t: Tessera): void {
   app.post('/token', async (request, reply) => {
     const params = formParams(request)
-    const response = await tokenEndpoint(t, { authorization: request.headers.authorization, params, address: clientAddress(request) })
+    const dpop = { headers: dpopHeaders(request), url: endpointUrl(t.issuer(), '/token') }
+    const response = await tokenEndpoint(t, { authorization: request.headers.authorization, params, address: clientAddress(request), dpop })
+    // RFC 9449 §8.2: a client that uses DPoP gets the nonce for its next request with this answer.
+    if (dpop.headers.length > 0 && t.dpop.usesNonces) reply.header('dpop-nonce', t.dpop.nonce())
     return noStore(reply).send(response)
   })
 
@@ -87,21 +124,23 @@ function ifNoneMatch(header: string | undefined, etag: string): boolean {
   return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag)
 }
 
-/** RFC 8414 §2 */
+/** RFC 8414 §2, with RFC 9449 §5.1's dpop_signing_alg_values_supported. */
 export function metadata(issuer: string) {
-  // RFC 8414 §3.3: `issuer` must equal the tokens' iss exactly, trailing slash and all.
-  const base = issuer.replace(/\/+$/, '')
   return {
     issuer,
-    token_endpoint: `${base}/token`,
-    jwks_uri: `${base}/jwks`,
-    introspection_endpoint: `${base}/introspect`,
-    revocation_endpoint: `${base}/revoke`,
+    token_endpoint: endpointUrl(issuer, '/token'),
+    jwks_uri: endpointUrl(issuer, '/jwks'),
+    introspection_endpoint: endpointUrl(issuer, '/introspect'),
+    revocation_endpoint: endpointUrl(issuer, '/revoke'),
     grant_types_supported: SUPPORTED_GRANT_TYPES,
     // No authorization endpoint: no response type is supported.
     response_types_supported: [],
-    token_endpoint_auth_methods_supported: AUTH_METHODS,
-    introspection_endpoint_auth_methods_supported: AUTH_METHODS,
-    revocation_endpoint_auth_methods_supported: AUTH_METHODS,
+    token_endpoint_auth_methods_supported: TOKEN_METHODS,
+    token_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS,
+    introspection_endpoint_auth_methods_supported: CONFIDENTIAL_METHODS,
+    introspection_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS,
+    revocation_endpoint_auth_methods_supported: TOKEN_METHODS,
+    revocation_endpoint_auth_signing_alg_values_supported: CLIENT_ALGS,
+    dpop_signing_alg_values_supported: DPOP_ALGS,
   }
 }

@@ -1,10 +1,21 @@
-import { authenticateClient, checkedClient, refuseDelayedAddress, type ClientAuthDeps, type Credentials } from './client-auth.js'
+import {
+  authenticateClient,
+  checkedClient,
+  refuseDelayedAddress,
+  verifyCredentials,
+  type AuthContext,
+  type ClientAuthDeps,
+  type Credentials,
+} from './client-auth.js'
 import type { TokenStatus } from '../tokens/status.js'
 import { epochSeconds } from '../clock.js'
 
 export type IntrospectionResponse = { active: false } | ({ active: true } & Record<string, unknown>)
 
 const INACTIVE: IntrospectionResponse = Object.freeze({ active: false })
+
+// RFC 7662 §2.1: the caller authenticates; a public client has nothing to authenticate with.
+const INTROSPECTION: AuthContext = { allowPublic: false }
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
 
@@ -35,8 +46,8 @@ export async function introspect(
     const { active: at, caller: loaded } = await deps.status.activeAccessTokenWithCaller(token, credentials.clientId)
     const caller =
       loaded === 'unread'
-        ? await authenticateClient(deps, credentials, address)
-        : await checkedClient(deps, credentials, address, deps.clients.checkSecret(loaded, credentials.secret))
+        ? await authenticateClient(deps, credentials, address, INTROSPECTION)
+        : await checkedClient(deps, credentials, address, await verifyCredentials(deps, loaded, credentials, INTROSPECTION))
     if (at === undefined) return INACTIVE
     const { claims } = at
     const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud]
@@ -47,7 +58,9 @@ export async function introspect(
       scope: claims.scope,
       client_id: claims.client_id,
       ...(at.username !== undefined && { username: at.username }),
-      token_type: 'Bearer',
+      // RFC 9449 §6.2: a bound token says so, and to which key.
+      token_type: claims.cnf !== undefined ? 'DPoP' : 'Bearer',
+      ...(claims.cnf !== undefined && { cnf: { jkt: claims.cnf.jkt } }),
       exp: claims.exp,
       iat: claims.iat,
       ...(claims.nbf !== undefined && { nbf: claims.nbf }),
@@ -58,7 +71,7 @@ export async function introspect(
       token_use: 'access_token',
     }
   }
-  const caller = await authenticateClient(deps, credentials, address)
+  const caller = await authenticateClient(deps, credentials, address, INTROSPECTION)
   const rt = await deps.status.activeRefreshToken(token)
   // Refresh tokens are only ever shown to the client that holds them (RFC 6749 §10.4).
   if (rt === undefined || rt.grant.clientId !== caller.clientId) return INACTIVE
@@ -68,6 +81,7 @@ export async function introspect(
     client_id: rt.grant.clientId,
     username: rt.username,
     token_type: 'refresh_token',
+    ...(rt.grant.dpopJkt !== null && { cnf: { jkt: rt.grant.dpopJkt } }),
     exp: epochSeconds(rt.expiresAt),
     iat: epochSeconds(rt.issuedAt),
     sub: rt.grant.userId,

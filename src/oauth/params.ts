@@ -13,6 +13,9 @@ const RULES: Record<string, TextRule> = {
   token_type_hint: { max: LIMITS.keyword },
   client_id: { max: LIMITS.clientId },
   client_secret: { max: LIMITS.clientSecret },
+  // RFC 7521 §4.2: a JWT (RFC 7523), no larger than a token; its type is a URN.
+  client_assertion: { max: LIMITS.token },
+  client_assertion_type: { max: LIMITS.keyword },
   username: { max: LIMITS.username },
   password: { max: LIMITS.password, freeText: true },
   scope: { max: LIMITS.scope },

@@ -19,6 +19,8 @@ export interface AccessTokenClaims {
   scope: string
   /** The grant (refresh-token family) a password-grant token belongs to. */
   sid?: string
+  /** RFC 9449 §6.1: the thumbprint of the DPoP key the token is bound to. */
+  cnf?: { jkt: string }
 }
 
 export interface VerifiedAccessToken {
@@ -33,6 +35,8 @@ export interface IssueRequest {
   audiences: string[]
   ttl: number
   grantId?: string | undefined
+  /** Bind the token to this DPoP key (its RFC 7638 thumbprint). */
+  jkt?: string | undefined
 }
 
 export const TOKEN_TYPE = 'at+jwt'
@@ -105,6 +109,7 @@ export class AccessTokens {
       client_id: req.clientId,
       scope: req.scopes.join(' '),
       ...(req.grantId !== undefined && { sid: req.grantId }),
+      ...(req.jkt !== undefined && { cnf: { jkt: req.jkt } }),
     }
     const signing = this.keys.signingKey()
     let sign = this.signers.get(signing.key)
@@ -187,5 +192,7 @@ function accessTokenClaims(p: Record<string, unknown>, issuer: string): AccessTo
   if (!(str(aud) || (Array.isArray(aud) && aud.length > 0 && aud.every(str)))) return undefined
   if (p['scope'] !== undefined && !str(p['scope'])) return undefined
   if (p['sid'] !== undefined && !str(p['sid'])) return undefined
+  const cnf = p['cnf'] as { jkt?: unknown } | undefined
+  if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || !str(cnf.jkt))) return undefined
   return { scope: '', ...p } as unknown as AccessTokenClaims
 }

@@ -9,6 +9,8 @@ export interface Grant {
   scopes: string[]
   audiences: string[]
   revokedAt: Date | null
+  /** The DPoP key (RFC 7638 thumbprint) every refresh of the family must prove; null: unbound. */
+  dpopJkt: string | null
 }
 
 export interface RefreshTokenRecord {
@@ -46,7 +48,14 @@ const CLIENT_COLUMNS = [
   'tokens_revoked_at',
   'created_at',
   'updated_at',
+  'token_endpoint_auth_method',
+  'jwks',
+  'jwks_uri',
+  'token_endpoint_auth_signing_alg',
+  'dpop_bound_access_tokens',
 ] as const satisfies readonly (keyof ClientsTable)[]
+/** Compiles only while CLIENT_COLUMNS names every column: a client read with the caller must be whole. */
+export const CLIENT_COLUMNS_COMPLETE: [Exclude<keyof ClientsTable, (typeof CLIENT_COLUMNS)[number]>] extends [never] ? true : never = true
 const CALLER_COLUMNS = CLIENT_COLUMNS.map((c) => `caller.${c} as "caller.${c}"`).join(', ')
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -85,6 +94,7 @@ export const tokenRepository = {
         created_at: now,
         expires_at: expiresAt,
         revoked_at: null,
+        dpop_jkt: grant.dpopJkt,
       })
       .execute()
   },
@@ -121,6 +131,7 @@ export const tokenRepository = {
         'g.scopes',
         'g.audiences',
         'g.revoked_at',
+        'g.dpop_jkt',
       ])
       .where('r.token_hash', '=', hash)
       .executeTakeFirst()
@@ -133,6 +144,7 @@ export const tokenRepository = {
         scopes: row.scopes,
         audiences: row.audiences,
         revokedAt: row.revoked_at,
+        dpopJkt: row.dpop_jkt,
       },
       issuedAt: row.issued_at,
       expiresAt: row.expires_at,

@@ -14,7 +14,8 @@ import { tokenRepository, type Grant } from './repository.js'
 /** RFC 6749 §5.1 */
 export interface TokenResponse {
   access_token: string
-  token_type: 'Bearer'
+  /** RFC 9449 §5: DPoP for a token bound to a key. */
+  token_type: 'Bearer' | 'DPoP'
   expires_in: number
   scope: string
   refresh_token?: string
@@ -51,26 +52,31 @@ export class TokenService {
     return client.refreshTokenTtl ?? this.defaults.refreshTokenTtl
   }
 
-  /** client_credentials: the client is the subject, and there is no refresh token (RFC 6749 §4.4.3). */
-  async issueForClient(client: Client, scopes: string[], audiences: string[]): Promise<TokenResponse> {
+  /**
+   * client_credentials: the client is the subject, and there is no refresh token (RFC 6749
+   * §4.4.3). With `jkt`, the token is bound to that DPoP key.
+   */
+  async issueForClient(client: Client, scopes: string[], audiences: string[], jkt?: string): Promise<TokenResponse> {
     const ttl = this.accessTtl(client)
-    const { token } = this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl })
+    const { token } = this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl, jkt })
     this.issued(client, 'client_credentials')
-    return { access_token: token, token_type: 'Bearer', expires_in: ttl, scope: scopes.join(' ') }
+    return { access_token: token, token_type: tokenType(jkt), expires_in: ttl, scope: scopes.join(' ') }
   }
 
   /**
    * password: a new grant for the user, its access token, and a refresh token when the client may
-   * use the refresh_token grant.
+   * use the refresh_token grant. With `jkt` (a DPoP proof came with the request), the grant is
+   * bound to that key: its access tokens, and every refresh of the family (src/oauth/grants/
+   * refresh-token.ts).
    */
-  async startGrant(client: Client, user: User, scopes: string[], audiences: string[]): Promise<TokenResponse> {
+  async startGrant(client: Client, user: User, scopes: string[], audiences: string[], jkt?: string): Promise<TokenResponse> {
     const now = this.clock.now()
     const accessTtl = this.accessTtl(client)
     const withRefresh = client.grantTypes.includes('refresh_token')
     const refresh = withRefresh ? randomSecret() : undefined
     const refreshExpiry = addSeconds(now, this.refreshTtl(client))
     const accessExpiry = addSeconds(now, accessTtl)
-    const grant = { id: randomUUID(), clientId: client.clientId, userId: user.id, scopes, audiences }
+    const grant = { id: randomUUID(), clientId: client.clientId, userId: user.id, scopes, audiences, dpopJkt: jkt ?? null }
     await this.db.transaction().execute(async (trx) => {
       if (!(await tokenRepository.lockGrantOwners(trx, client.clientId, user.id))) {
         throw invalidGrant('invalid username or password', 'user or client deleted during login')
@@ -86,11 +92,12 @@ export class TokenService {
       audiences,
       ttl: accessTtl,
       grantId: grant.id,
+      jkt,
     })
     this.issued(client, 'password')
     return {
       access_token: token,
-      token_type: 'Bearer',
+      token_type: tokenType(jkt),
       expires_in: accessTtl,
       scope: scopes.join(' '),
       ...(refresh !== undefined && { refresh_token: refresh }),
@@ -170,7 +177,8 @@ export class TokenService {
   /**
    * Rotates the refresh token (RFC 6749 §6, RFC 9700 §4.14.2): the presented one is spent, a new
    * one is issued in the same grant. Of concurrent exchanges of one token exactly one wins; to
-   * the others it is reuse, and the grant is revoked.
+   * the others it is reuse, and the grant is revoked. With `jkt` the access token is bound to that
+   * DPoP key (for a bound grant, the caller has checked it is the grant's).
    */
   async rotate(
     client: Client,
@@ -178,6 +186,7 @@ export class TokenService {
     scopes: string[],
     audiences: string[],
     origin: Origin = NO_ORIGIN,
+    jkt?: string,
   ): Promise<TokenResponse> {
     const now = this.clock.now()
     const accessTtl = this.accessTtl(client)
@@ -205,9 +214,10 @@ export class TokenService {
       audiences,
       ttl: accessTtl,
       grantId,
+      jkt,
     })
     this.issued(client, 'refresh_token')
-    return { access_token: token, token_type: 'Bearer', expires_in: accessTtl, scope: scopes.join(' '), refresh_token: refresh }
+    return { access_token: token, token_type: tokenType(jkt), expires_in: accessTtl, scope: scopes.join(' '), refresh_token: refresh }
   }
 
   private recordReuse(client: Client, grant: Grant, origin: Origin, concurrent: boolean): void {
@@ -221,6 +231,8 @@ export class TokenService {
     })
   }
 }
+
+const tokenType = (jkt: string | undefined): TokenResponse['token_type'] => (jkt === undefined ? 'Bearer' : 'DPoP')
 
 /** Revokes the grant within `trx`, recording the change if it was live; whether it was. */
 export async function revokeGrantIn(trx: Executor, grantId: string, now: Date, change: (c: Change) => void): Promise<boolean> {

@@ -3,7 +3,8 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
-import { writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cliPath, neutralCwd } from '../helpers/process.js'
 import { ADMIN_ID, ADMIN_SECRET, decodeJwt, startTestServer } from '../helpers/server.js'
@@ -302,4 +303,29 @@ t.test('usage: help exits 0, a wrong command line exits 2 with the usage', async
 
   t.equal(badTtl.code, 2)
   t.match(badTtl.stderr, /--access-token-ttl must be a whole number/)
+})
+
+t.test('client create --auth-method: private_key_jwt with --jwks, none; neither gets a secret', async (t) => {
+  const { generateKeyPair, exportJWK } = await import('jose')
+  const { publicKey } = await generateKeyPair('ES256')
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-cli-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'jwks.json')
+  writeFileSync(file, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1' }] }))
+  const keyed = await admin(['client', 'create', '--name', 'keyed', '--grant-types', 'client_credentials', '--auth-method', 'private_key_jwt', '--jwks', file, '--dpop-bound'])
+  t.equal(keyed.code, 0, keyed.stderr)
+  t.notMatch(keyed.stdout, /client_secret:/)
+  t.match(keyed.stdout, /^token_endpoint_auth_method:\s+private_key_jwt$/m)
+  t.match(keyed.stdout, /^jwks:\s+k1$/m)
+  t.match(keyed.stdout, /^token_endpoint_auth_signing_alg:\s+ES256$/m)
+  t.match(keyed.stdout, /^dpop_bound_access_tokens:\s+yes$/m)
+  t.match(keyed.stderr, /no secret/)
+  const pub = await admin(['client', 'create', '--name', 'app', '--grant-types', 'password,refresh_token', '--auth-method', 'none', '--json'])
+  t.equal(pub.code, 0, pub.stderr)
+  const body = JSON.parse(pub.stdout)
+  t.equal(body.token_endpoint_auth_method, 'none')
+  t.notOk('client_secret' in body)
+  const bad = await admin(['client', 'create', '--name', 'x', '--grant-types', 'client_credentials', '--auth-method', 'none'])
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /client_credentials/)
 })

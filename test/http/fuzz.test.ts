@@ -89,7 +89,7 @@ const brokenEscape = fc.constantFrom('%FF', '%C3', '%E2%82', '%ED%A0%80', '%C0%A
 const rawBytes = fc.uint8Array({ maxLength: 48 }).map((b) => Buffer.from(b))
 
 const formName = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom('grant_type', 'username', 'password', 'client_id', 'client_secret', 'scope', 'resource', 'token', 'token_type_hint', 'refresh_token') },
+  { weight: 3, arbitrary: fc.constantFrom('grant_type', 'username', 'password', 'client_id', 'client_secret', 'client_assertion', 'client_assertion_type', 'scope', 'resource', 'token', 'token_type_hint', 'refresh_token') },
   { weight: 1, arbitrary: text },
 )
 const formPart = fc.tuple(formName, value).map(([name, v]) => `${encode(name)}=${encode(v)}`)
@@ -201,7 +201,7 @@ const contentType = fc.option(
   { freq: 5 },
 )
 const ifNoneMatch = sometimes(fc.oneof(fc.constant(etag), fc.constant('*'), headerText), 3)
-const extraHeader = sometimes(fc.tuple(fc.constantFrom('accept', 'accept-encoding', 'content-encoding', 'x-forwarded-for', 'cookie', 'origin'), headerText), 3)
+const extraHeader = sometimes(fc.tuple(fc.constantFrom('accept', 'accept-encoding', 'content-encoding', 'x-forwarded-for', 'cookie', 'origin', 'dpop'), headerText), 3)
 
 interface Request {
   listener: 'public' | 'admin'

@@ -50,9 +50,9 @@ t.test('the metadata advertises both endpoints and their auth methods (RFC 8414 
   t.equal(r.status, 200)
   t.equal(r.body.introspection_endpoint, `${srv.issuer}/introspect`)
   t.equal(r.body.revocation_endpoint, `${srv.issuer}/revoke`)
-  for (const field of ['introspection_endpoint_auth_methods_supported', 'revocation_endpoint_auth_methods_supported']) {
-    t.same([...r.body[field]].sort(), ['client_secret_basic', 'client_secret_post'], field)
-  }
+  t.same([...r.body.introspection_endpoint_auth_methods_supported].sort(), ['client_secret_basic', 'client_secret_post', 'private_key_jwt'])
+  // RFC 7009 §5: a public client may revoke its own tokens with its id alone.
+  t.same([...r.body.revocation_endpoint_auth_methods_supported].sort(), ['client_secret_basic', 'client_secret_post', 'none', 'private_key_jwt'])
   const adminCopy = await srv.admin('GET', '/.well-known/oauth-authorization-server')
   t.same(adminCopy.body, r.body, 'the admin listener serves the same metadata')
 })

@@ -52,3 +52,18 @@ t.test('the logger redacts credentials wherever they are logged', async (t) => {
   const out = captured.join('')
   for (const s of ['c2VjcmV0', 'p4ss', 's3cret', '"rt"', '"tk"']) t.notOk(out.includes(s), `redacted ${s}`)
 })
+
+t.test('ALLOW_INSECURE_JWKS_URI says loudly, at start, that it is for tests only', async (t) => {
+  const warned: any[] = []
+  const capture = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of chunk.toString().split('\n')) if (line.trim() !== '') warned.push(JSON.parse(line))
+      done()
+    },
+  })
+  await startTestServer(t, { ALLOW_INSECURE_JWKS_URI: 'true' }, { log: createLogger('info', capture) })
+  const warning = warned.find((l) => l.level === 40 && /ALLOW_INSECURE_JWKS_URI/.test(l.msg))
+  t.ok(warning, 'a warning is logged')
+  t.match(warning?.msg, /tests only/)
+  t.notOk(lines.some((l) => /ALLOW_INSECURE_JWKS_URI/.test(l.msg ?? '')), 'and not without the setting')
+})

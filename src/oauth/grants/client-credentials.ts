@@ -6,9 +6,9 @@ import type { GrantHandler } from './grant.js'
 export const clientCredentialsGrant: GrantHandler = {
   grantType: 'client_credentials',
   parameters: ['scope', 'resource'],
-  async handle({ client, params, services }) {
+  async handle({ client, params, services, dpop }) {
     const scopes = grantScopes(parseScope(params.get('scope')), client.scopes)
     const audiences = resolveAudiences(params.all('resource'), client.audiences, services.issuer())
-    return services.tokens.issueForClient(client, scopes, audiences)
+    return services.tokens.issueForClient(client, scopes, audiences, dpop?.jkt)
   },
 }

@@ -6,6 +6,8 @@ import type { UserService } from '../../users/service.js'
 import type { ClientAuthThrottle } from '../../throttle/client-auth.js'
 import type { LoginThrottle } from '../../throttle/login.js'
 import type { PasswordHasher } from '../../users/passwords.js'
+import type { ClientAssertions } from '../client-assertion.js'
+import type { Dpop, DpopProof } from '../dpop.js'
 import type { Params } from '../params.js'
 
 /** What a grant handler may use. */
@@ -16,6 +18,10 @@ export interface OAuthServices {
   loginThrottle: LoginThrottle
   clientThrottle: ClientAuthThrottle
   hasher: PasswordHasher
+  /** private_key_jwt: checks client assertions. */
+  assertions: ClientAssertions
+  /** DPoP proofs and nonces. */
+  dpop: Dpop
   /** Security events: `audit.record({ type: 'login.failed', address, … })`. */
   audit: AuditRecorder
   issuer(): string
@@ -27,6 +33,8 @@ export interface GrantRequest {
   /** The network address the request came from (src/http/address.ts). */
   address: string
   services: OAuthServices
+  /** The request's DPoP proof, verified: the tokens are bound to its key. */
+  dpop: DpopProof | undefined
 }
 
 /** Every grant is one module of this shape. */

@@ -7,7 +7,7 @@ import type { GrantHandler } from './grant.js'
 export const passwordGrant: GrantHandler = {
   grantType: 'password',
   parameters: ['username', 'password', 'scope', 'resource'],
-  async handle({ client, params, services, address }) {
+  async handle({ client, params, services, address, dpop }) {
     const username = params.required('username')
     const password = params.required('password')
     const requested = parseScope(params.get('scope'))
@@ -42,6 +42,6 @@ export const passwordGrant: GrantHandler = {
     await services.loginThrottle.succeeded(username, address)
     services.audit.record({ type: 'login.succeeded', address, clientId: client.clientId, user: { id: user.id, username: user.username } })
     const scopes = grantScopes(requested, allowedForUser(client.scopes, user.scopes))
-    return services.tokens.startGrant(client, user, scopes, audiences)
+    return services.tokens.startGrant(client, user, scopes, audiences, dpop?.jkt)
   },
 }

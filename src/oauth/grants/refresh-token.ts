@@ -2,13 +2,24 @@ import { invalidGrant, invalidScope, invalidTarget } from '../../errors.js'
 import { allowedForUser, grantScopes, parseScope } from '../scope.js'
 import type { GrantHandler } from './grant.js'
 
-/** RFC 6749 §6: Refreshing an Access Token, with rotation (RFC 9700 §4.14.2). */
+/**
+ * RFC 6749 §6: Refreshing an Access Token, with rotation (RFC 9700 §4.14.2). A grant started with
+ * a DPoP proof is bound to its key (RFC 9449 §5): every refresh must prove that key, and the
+ * access token it gets stays bound to it.
+ */
 export const refreshTokenGrant: GrantHandler = {
   grantType: 'refresh_token',
   parameters: ['refresh_token', 'scope', 'resource'],
-  async handle({ client, params, services, address }) {
+  async handle({ client, params, services, address, dpop }) {
     const presented = await services.tokens.findRefreshToken(client, params.required('refresh_token'), { address })
     const { grant } = presented
+    // Before anything is spent: a refresh token stolen without its key stays usable by its owner.
+    if (grant.dpopJkt !== null && dpop === undefined) {
+      throw invalidGrant('this refresh token is bound to a DPoP key: send a DPoP proof', `grant ${grant.id} is DPoP-bound`)
+    }
+    if (grant.dpopJkt !== null && dpop !== undefined && dpop.jkt !== grant.dpopJkt) {
+      throw invalidGrant('this refresh token is bound to another DPoP key', `grant ${grant.id}: proof of another key`)
+    }
     const user = await services.users.find(grant.userId)
     if (user === undefined || user.disabled) throw invalidGrant('refresh token is invalid', 'user disabled or deleted')
     // §6: the scope may narrow what was granted, never widen it; and what the client or the user
@@ -22,6 +33,6 @@ export const refreshTokenGrant: GrantHandler = {
     const beyond = resources.filter((r) => !grant.audiences.includes(r))
     if (beyond.length > 0) throw invalidTarget(`resource not in the original grant: ${beyond.join(' ')}`)
     const audiences = resources.length > 0 ? [...new Set(resources)] : grant.audiences
-    return services.tokens.rotate(client, presented, scopes, audiences, { address })
+    return services.tokens.rotate(client, presented, scopes, audiences, { address }, dpop?.jkt)
   },
 }
