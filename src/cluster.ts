@@ -2,6 +2,7 @@
 // running, each a whole Tessera instance (its own database pool, key manager and listeners) on
 // the listeners the workers share through node:cluster.
 import cluster, { type Worker } from 'node:cluster'
+import { AggregatorRegistry, type Registry } from 'prom-client'
 import type { Config } from './config.js'
 import { openDatabase } from './db/connect.js'
 import { migrate } from './db/migrate.js'
@@ -9,10 +10,48 @@ import { exitWhenIdle } from './exit.js'
 import { createLogger } from './log.js'
 
 const READY = 'tessera:ready'
+const METRICS_REQUEST = 'tessera:metrics-request'
+const METRICS_ANSWER = 'tessera:metrics-answer'
+// A scrape waits this long for the workers' metrics before it fails.
+const METRICS_TIMEOUT_MS = 4000
 
 /** In a worker: tells the primary that this instance serves (both listeners are up). */
 export function announceReady(): void {
   if (cluster.isWorker) process.send?.(READY)
+}
+
+/**
+ * In a worker: offers this instance's metrics to the primary's aggregation. A scrape through the
+ * shared listener reaches one worker at random, so a worker's own counters alone would jump from
+ * scrape to scrape; prom-client's AggregatorRegistry answers for all of them.
+ */
+export function shareMetrics(registry: Registry): void {
+  if (!cluster.isWorker) return
+  AggregatorRegistry.setRegistries([registry])
+  // Constructing one installs prom-client's listener that answers the primary's requests.
+  new AggregatorRegistry()
+}
+
+let metricsRequests = 0
+/** In a worker: every worker's metrics, aggregated by the primary (see each metric's aggregator). */
+export function clusterMetrics(): Promise<string> {
+  const id = ++metricsRequests
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      process.off('message', onMessage)
+      reject(new Error('the primary did not answer with the workers\' metrics in time'))
+    }, METRICS_TIMEOUT_MS)
+    const onMessage = (message: unknown) => {
+      const m = message as { type?: unknown; id?: unknown; text?: unknown; error?: unknown }
+      if (m?.type !== METRICS_ANSWER || m.id !== id) return
+      clearTimeout(timer)
+      process.off('message', onMessage)
+      if (typeof m.text === 'string') resolve(m.text)
+      else reject(new Error(typeof m.error === 'string' ? m.error : 'no metrics'))
+    }
+    process.on('message', onMessage)
+    process.send?.({ type: METRICS_REQUEST, id })
+  })
 }
 
 // A worker that exits this many times in a row before it is ready is not going to start (a port
@@ -53,6 +92,7 @@ export async function runPrimary(config: Config): Promise<void> {
     await database.close()
   }
 
+  const metrics = new AggregatorRegistry()
   const slots: Slot[] = Array.from({ length: config.webConcurrency }, () => ({
     worker: undefined,
     readyAt: undefined,
@@ -70,6 +110,14 @@ export async function runPrimary(config: Config): Promise<void> {
     const worker = cluster.fork()
     slot.worker = worker
     worker.on('message', (message: unknown) => {
+      const request = message as { type?: unknown; id?: unknown }
+      if (request?.type === METRICS_REQUEST) {
+        metrics.clusterMetrics().then(
+          (text) => worker.send({ type: METRICS_ANSWER, id: request.id, text }),
+          (err: unknown) => worker.send({ type: METRICS_ANSWER, id: request.id, error: err instanceof Error ? err.message : String(err) }),
+        )
+        return
+      }
       if (message !== READY) return
       slot.readyAt = Date.now()
       slot.startFailures = 0

@@ -1,4 +1,6 @@
+import cluster from 'node:cluster'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { clusterMetrics, shareMetrics } from './cluster.js'
 import type { AuditEvent } from './audit/events.js'
 
 // Every metric is listed, with its labels and meaning, in the README's Metrics table; the
@@ -213,6 +215,7 @@ export class Metrics {
 
   readonly feedLag = new Gauge({
     name: 'tessera_change_feed_lag',
+    aggregator: 'max',
     help: 'Changes committed that this instance knows of and has not applied yet',
     registers: [this.registry],
     collect: () => {
@@ -223,6 +226,7 @@ export class Metrics {
 
   readonly feedApplied = new Gauge({
     name: 'tessera_change_feed_applied_sequence',
+    aggregator: 'min',
     help: 'Sequence number of the last change this instance applied to its view',
     registers: [this.registry],
     collect: () => {
@@ -233,6 +237,7 @@ export class Metrics {
 
   readonly signingKeys = new Gauge({
     name: 'tessera_signing_keys',
+    aggregator: 'max',
     help: 'Signing keys published in /jwks, by state (next, active, retired)',
     labelNames: ['state'] as const,
     registers: [this.registry],
@@ -245,6 +250,7 @@ export class Metrics {
 
   readonly signingKeyAge = new Gauge({
     name: 'tessera_signing_key_age_seconds',
+    aggregator: 'max',
     help: 'Seconds the oldest key in each state has been in it: active since it began signing, next since it was published, retired since it stopped signing',
     labelNames: ['state'] as const,
     registers: [this.registry],
@@ -261,6 +267,7 @@ export class Metrics {
 
   readonly keyRotationInterval = new Gauge({
     name: 'tessera_signing_key_rotation_interval_seconds',
+    aggregator: 'first',
     help: 'KEY_ROTATION_INTERVAL: how long a key signs before the next one is published',
     registers: [this.registry],
     collect: () => {
@@ -271,6 +278,7 @@ export class Metrics {
 
   readonly keyPrepublish = new Gauge({
     name: 'tessera_signing_key_prepublish_seconds',
+    aggregator: 'first',
     help: 'How long a new key is published before it signs (JWKS_MAX_AGE plus two key polls)',
     registers: [this.registry],
     collect: () => {
@@ -281,6 +289,7 @@ export class Metrics {
 
   readonly ready = new Gauge({
     name: 'tessera_ready',
+    aggregator: 'min',
     help: 'Whether GET /readyz would answer 200 now (database reachable, signing key loaded): 1 or 0',
     registers: [this.registry],
     collect: async () => {
@@ -333,6 +342,15 @@ export class Metrics {
 
   constructor(private readonly clientSeries = DEFAULT_CLIENT_SERIES) {
     collectDefaultMetrics({ register: this.registry, prefix: 'tessera_' })
+    shareMetrics(this.registry)
+  }
+
+  /**
+   * What GET /metrics answers: this instance's metrics, or under WEB_CONCURRENCY every worker's,
+   * aggregated by the primary (counters and most gauges summed; see each gauge's aggregator).
+   */
+  text(): Promise<string> {
+    return cluster.isWorker ? clusterMetrics() : this.registry.metrics()
   }
 
   observeRequest(method: string, route: string, status: number, seconds: number): void {

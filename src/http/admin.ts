@@ -285,7 +285,7 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   app.get(METADATA_PATH, async () => metadata(t.issuer()))
 
   app.get('/metrics', async (_request, reply) => {
-    return reply.header('content-type', t.metrics.registry.contentType).send(await t.metrics.registry.metrics())
+    return reply.header('content-type', t.metrics.registry.contentType).send(await t.metrics.text())
   })
 
   // Clients
