@@ -18,7 +18,11 @@ const app = express()
  */
 const tokenRequired = (scope) => async (req, res, next) => {
   try {
-    const principal = await auth.check(req.get('authorization'))
+    const principal = await auth.check(req.get('authorization'), {
+      method: req.method,
+      url: `${req.protocol}://${req.get('host')}${req.originalUrl}`,
+      dpop: req.headers.dpop,
+    })
     if (scope !== undefined) requireScope(principal, scope)
     res.locals['principal'] = principal
     next()

@@ -22,7 +22,11 @@ const principals = new WeakMap()
 const tokenRequired = (scope) =>
   async function (request, reply) {
     try {
-      const principal = await auth.check(request.headers.authorization)
+      const principal = await auth.check(request.headers.authorization, {
+        method: request.method,
+        url: `${request.protocol}://${request.host}${request.url}`,
+        dpop: request.headers.dpop,
+      })
       if (scope !== undefined) requireScope(principal, scope)
       principals.set(request, principal)
     } catch (err) {

@@ -6,9 +6,14 @@
 //   introspection  POST /introspect (RFC 7662) as the API's own client, whose resource identifier
 //                  is the token's audience; the answer is cached for a few seconds per token.
 //
+// Either way, a DPoP-bound token (RFC 9449: `cnf.jkt` in the token or the introspection answer)
+// is accepted only as `Authorization: DPoP <token>` with a `DPoP` proof for this very request,
+// signed by that key and naming the token (`ath`); sent as Bearer, or with a proof that does not
+// fit, it is refused.
+//
 // Framework-neutral: examples/fastify-api and examples/express-api wire it into their routes.
 import { createHash } from 'node:crypto'
-import { createRemoteJWKSet, errors, jwtVerify } from 'jose'
+import { EmbeddedJWK, calculateJwkThumbprint, createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify } from 'jose'
 
 /**
  * Who called, as the token says.
@@ -17,6 +22,15 @@ import { createRemoteJWKSet, errors, jwtVerify } from 'jose'
  * @property {string} clientId   the client the token was issued to
  * @property {string[]} scopes
  * @property {number} exp        seconds since the epoch
+ * @property {string} [jkt]      the thumbprint of the key the token is bound to (DPoP), if any
+ */
+
+/**
+ * The request, as a DPoP proof must name it.
+ * @typedef {object} RequestInfo
+ * @property {string} method
+ * @property {string} url       the URL the client called, scheme and host included
+ * @property {string | string[] | undefined} dpop  the DPoP header(s)
  */
 
 /**
@@ -43,6 +57,8 @@ export class AuthError extends Error {
     this.status = status
     this.error = error
     this.scope = scope
+    /** @type {'Bearer' | 'DPoP'} the scheme the challenge names */
+    this.scheme = 'Bearer'
   }
 
   /** @param {string} realm */
@@ -50,7 +66,13 @@ export class AuthError extends Error {
     const params = [`realm="${realm}"`]
     if (this.error !== undefined) params.push(`error="${this.error}"`, `error_description="${this.message.replace(/["\\]/g, '')}"`)
     if (this.scope !== undefined) params.push(`scope="${this.scope}"`)
-    return `Bearer ${params.join(', ')}`
+    // RFC 9449 §7.1: a DPoP-bound token is refused with a DPoP challenge, naming the algorithms.
+    return this.dpop ? `DPoP algs="${ALGORITHMS.join(' ')}", ${params.join(', ')}` : `Bearer ${params.join(', ')}`
+  }
+
+  /** The challenge is DPoP's (the token was bound, or came with the DPoP scheme). */
+  get dpop() {
+    return this.scheme === 'DPoP'
   }
 
   body() {
@@ -59,10 +81,20 @@ export class AuthError extends Error {
 }
 
 const invalidToken = (/** @type {string} */ why) => new AuthError(401, 'invalid_token', why)
+/** A 401 with a DPoP challenge: `invalid_token` for the token as presented, `invalid_dpop_proof` (RFC 9449 §7.1) for its proof. */
+const invalidDpop = (/** @type {string} */ why, error = 'invalid_token') => {
+  const err = new AuthError(401, error, why)
+  err.scheme = 'DPoP'
+  return err
+}
+const invalidProof = (/** @type {string} */ why) => invalidDpop(why, 'invalid_dpop_proof')
 
 /** @param {Principal} principal @param {string} scope */
 export function requireScope(principal, scope) {
-  if (!principal.scopes.includes(scope)) throw new AuthError(403, 'insufficient_scope', `this needs the scope ${scope}`, scope)
+  if (principal.scopes.includes(scope)) return
+  const err = new AuthError(403, 'insufficient_scope', `this needs the scope ${scope}`, scope)
+  if (principal.jkt !== undefined) err.scheme = 'DPoP'
+  throw err
 }
 
 // Tessera signs with one of these (SIGNING_ALG); anything else, "none" above all, is refused.
@@ -96,8 +128,11 @@ export async function tesseraAuth(options) {
     const jwks = createRemoteJWKSet(new URL(String(metadata['jwks_uri'])), { cacheMaxAge: 300_000, cooldownDuration: 30_000 })
     return {
       mode,
-      /** @param {string | undefined} authorization */
-      check: (authorization) => verifyLocally(bearer(authorization), jwks, issuer, audience),
+      /** @param {string | undefined} authorization @param {RequestInfo} request */
+      async check(authorization, request) {
+        const presented = credentials(authorization)
+        return bound(await verifyLocally(presented.token, jwks, issuer, audience), presented, request)
+      },
     }
   }
 
@@ -112,9 +147,10 @@ export async function tesseraAuth(options) {
   return {
     mode,
     cacheSeconds,
-    /** @param {string | undefined} authorization */
-    async check(authorization) {
-      const token = bearer(authorization)
+    /** @param {string | undefined} authorization @param {RequestInfo} request */
+    async check(authorization, request) {
+      const presented = credentials(authorization)
+      const { token } = presented
       // Keyed by a hash: the cache need not hold anything a memory dump could replay.
       const key = createHash('sha256').update(token).digest('base64url')
       const now = Date.now()
@@ -128,16 +164,69 @@ export async function tesseraAuth(options) {
         cache.set(key, entry)
       }
       if (entry.principal === undefined) throw invalidToken('the token is not active')
-      return entry.principal
+      return bound(entry.principal, presented, request)
     },
   }
 }
 
-/** RFC 6750 §2.1: `Authorization: Bearer <token>`. @param {string | undefined} authorization */
-function bearer(authorization) {
-  const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i.exec(authorization ?? '')
+/**
+ * RFC 6750 §2.1 `Authorization: Bearer <token>`, or RFC 9449 §7.1 `Authorization: DPoP <token>`.
+ * @param {string | undefined} authorization
+ * @returns {{ scheme: 'Bearer' | 'DPoP', token: string }}
+ */
+function credentials(authorization) {
+  const match = /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*)$/i.exec(authorization ?? '')
   if (match === null) throw new AuthError(401, undefined, 'a bearer token is required')
-  return /** @type {string} */ (match[1])
+  const scheme = /** @type {string} */ (match[1]).toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer'
+  return { scheme, token: /** @type {string} */ (match[2]) }
+}
+
+// RFC 9449 §11.1: how far a proof's iat may be from now, and so how long a jti is remembered.
+const PROOF_WINDOW_SECONDS = 300
+/** @type {Map<string, number>} proof jti → until when it is remembered (ms) */
+const seenProofs = new Map()
+
+/**
+ * The principal, if the token may be used as presented: a DPoP-bound token only with the DPoP
+ * scheme and a proof by its key for this request (RFC 9449 §7.1, §4.3), an unbound one only as Bearer.
+ * @param {Principal} principal
+ * @param {{ scheme: 'Bearer' | 'DPoP', token: string }} presented
+ * @param {RequestInfo} request
+ * @returns {Promise<Principal>}
+ */
+async function bound(principal, presented, request) {
+  if (principal.jkt === undefined) {
+    if (presented.scheme === 'DPoP') throw invalidDpop('the token is not bound to a key: send it as Bearer')
+    return principal
+  }
+  if (presented.scheme !== 'DPoP') throw invalidDpop('the token is bound to a key: send it with the DPoP scheme and a proof')
+  const proof = typeof request.dpop === 'string' ? request.dpop : undefined
+  if (proof === undefined || proof.includes(',')) throw invalidProof('exactly one DPoP proof is required')
+  let payload
+  try {
+    const header = decodeProtectedHeader(proof)
+    ;({ payload } = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: ALGORITHMS }))
+    if ((await calculateJwkThumbprint(/** @type {import('jose').JWK} */ (header.jwk))) !== principal.jkt) {
+      throw invalidProof('the proof is signed by another key than the token is bound to')
+    }
+  } catch (err) {
+    if (err instanceof AuthError) throw err
+    throw invalidProof('the DPoP proof is not valid')
+  }
+  const htu = new URL(request.url)
+  htu.search = ''
+  htu.hash = ''
+  if (payload['htm'] !== request.method || payload['htu'] !== htu.toString()) throw invalidProof('the proof is for another request')
+  const now = Math.floor(Date.now() / 1000)
+  if (typeof payload.iat !== 'number' || Math.abs(now - payload.iat) > PROOF_WINDOW_SECONDS) throw invalidProof('the proof is too old or from the future')
+  if (payload['ath'] !== createHash('sha256').update(presented.token).digest('base64url')) throw invalidProof('the proof does not name this token')
+  if (typeof payload.jti !== 'string' || payload.jti.length > 128) throw invalidProof('the proof has no jti')
+  // A replay of one proof to this API; one process's memory, since the example is one process.
+  for (const [jti, until] of seenProofs) if (until <= Date.now()) seenProofs.delete(jti)
+  if (seenProofs.has(payload.jti)) throw invalidProof('the proof was used before')
+  if (seenProofs.size >= MAX_CACHED_TOKENS) throw new AuthError(503, 'temporarily_unavailable', 'too many proofs to remember')
+  seenProofs.set(payload.jti, (now + 2 * PROOF_WINDOW_SECONDS) * 1000)
+  return principal
 }
 
 /**
@@ -200,11 +289,13 @@ async function introspect(endpoint, basic, token, issuer, audience) {
 
 /** @param {Record<string, unknown>} claims @returns {Principal} */
 function principalOf(claims) {
+  const cnf = /** @type {{ jkt?: unknown } | undefined} */ (claims['cnf'])
   return {
     sub: String(claims['sub']),
     clientId: String(claims['client_id']),
     scopes: typeof claims['scope'] === 'string' ? claims['scope'].split(' ').filter(Boolean) : [],
     exp: Number(claims['exp']),
+    ...(typeof cnf?.jkt === 'string' && { jkt: cnf.jkt }),
   }
 }
 

@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline'
 import type { Test } from 'tap'
 import { packageRoot } from '../../src/paths.js'
 import { neutralCwd } from '../helpers/process.js'
+import { ath, keyPair, proof } from '../helpers/jwt-clients.js'
 import { decodeJwt, startTestServer, type TestServer } from '../helpers/server.js'
 
 const AUDIENCE = 'https://orders.example.com'
@@ -15,7 +16,7 @@ const CACHE_SECONDS = 2
 
 interface Example {
   url: string
-  get(path: string, token?: string): Promise<{ status: number; challenge: string | null; body: any }>
+  get(path: string, token?: string, headers?: Record<string, string>): Promise<{ status: number; challenge: string | null; body: any }>
 }
 
 /** Starts examples/<name>/server.js with this environment; resolves once it listens. */
@@ -43,8 +44,8 @@ async function startExample(t: Test, name: string, env: Record<string, string>):
   })
   return {
     url,
-    async get(path, token) {
-      const res = await fetch(`${url}${path}`, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } })
+    async get(path, token, headers = {}) {
+      const res = await fetch(`${url}${path}`, { headers: { ...(token !== undefined && { authorization: `Bearer ${token}` }), ...headers } })
       return { status: res.status, challenge: res.headers.get('www-authenticate'), body: await res.json() }
     },
   }
@@ -161,6 +162,41 @@ export async function exampleSuite(t: Test, name: string): Promise<void> {
     t.equal(status, 401, 'refused')
     t.ok(Date.now() - revokedAt <= CACHE_SECONDS * 1000 + 500, 'within the cache bound')
   })
+
+  for (const [mode, example] of Object.entries(examples)) {
+    t.test(`${mode}: a DPoP-bound token needs the DPoP scheme and a proof by its key, for this request and token`, async (t) => {
+      const key = await keyPair()
+      const bound = await srv.post('/token', { grant_type: 'client_credentials', scope: 'orders:read' }, caller.auth, {
+        dpop: await proof(key, { htu: `${srv.issuer}/token` }),
+      })
+      t.equal(bound.status, 200)
+      t.equal(bound.body.token_type, 'DPoP')
+      const access = bound.body.access_token as string
+      const url = `${example.url}/orders`
+      const dpop = async (o: Parameters<typeof proof>[1], signer = key) => ({ authorization: `DPoP ${access}`, dpop: await proof(signer, o) })
+      const ok = await example.get('/orders', undefined, await dpop({ htm: 'GET', htu: url, ath: ath(access) }))
+      t.equal(ok.status, 200, 'with a proof for GET /orders naming the token')
+
+      const asBearer = await example.get('/orders', access)
+      t.equal(asBearer.status, 401, 'sent as Bearer: refused')
+      t.match(asBearer.challenge, /^DPoP algs="[^"]+", realm="orders-api", error="invalid_token"/)
+      t.equal((await example.get('/orders', undefined, { authorization: `DPoP ${access}` })).status, 401, 'no proof')
+      const noAth = await example.get('/orders', undefined, await dpop({ htm: 'GET', htu: url }))
+      t.equal(noAth.status, 401, 'no ath')
+      t.match(noAth.challenge, /^DPoP algs="[^"]+", realm="orders-api", error="invalid_dpop_proof"/)
+      t.equal((await example.get('/orders', undefined, await dpop({ htm: 'GET', htu: url, ath: ath('another token') }))).status, 401, 'the ath of another token')
+      t.equal((await example.get('/orders', undefined, await dpop({ htm: 'POST', htu: url, ath: ath(access) }))).status, 401, 'another method')
+      t.equal((await example.get('/orders', undefined, await dpop({ htm: 'GET', htu: `${example.url}/me`, ath: ath(access) }))).status, 401, 'another URL')
+      const other = await keyPair()
+      t.equal((await example.get('/orders', undefined, await dpop({ htm: 'GET', htu: url, ath: ath(access) }, other))).status, 401, 'signed by another key')
+      const once = await dpop({ htm: 'GET', htu: url, ath: ath(access) })
+      t.equal((await example.get('/orders', undefined, once)).status, 200)
+      t.equal((await example.get('/orders', undefined, once)).status, 401, 'a proof used twice')
+
+      const unbound = await token(caller, { scope: 'orders:read' })
+      t.equal((await example.get('/orders', undefined, { authorization: `DPoP ${unbound}`, dpop: await proof(key, { htm: 'GET', htu: url, ath: ath(unbound) }) })).status, 401, 'an unbound token with the DPoP scheme')
+    })
+  }
 
   t.test('introspection: a token issued to the API client itself for another audience does not pass', async (t) => {
     // Tessera shows a client its own tokens whatever their audience: the example checks aud too.
