@@ -3,6 +3,7 @@ import { adminRoutes } from './http/admin.js'
 import { coolDownRefusedConnections } from './http/cool-down.js'
 import { installErrorHandling, refusals, sendError, toOAuthError } from './http/errors.js'
 import { checkRequestTarget, clientErrorHandler, installFormParser, installJsonParser } from './http/parsers.js'
+import { describeRoutes, serveApiDescription, type Json } from './http/openapi.js'
 import { publicRoutes } from './http/public.js'
 import type { Tessera } from './tessera.js'
 
@@ -18,7 +19,22 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
     // The shutdown drains the listeners before it closes the apps (src/server.ts); a request that
     // arrives during the drain on a connection already open is answered, with Connection: close.
     return503OnClosing: false,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // allowUnionTypes: `type: ['integer', 'null']` is how a schema says "or null". x-examples: named
+    // examples of a request body for the OpenAPI document, which ajv need not understand.
+    ajv: {
+      customOptions: {
+        removeAdditional: false,
+        coerceTypes: false,
+        allErrors: false,
+        allowUnionTypes: true,
+        keywords: ['x-examples'],
+        // The public API's maxLengths are byte bounds that src/oauth/params.ts has already checked
+        // (src/http/schemas/public.ts): counted in UTF-16 units, which never exceed UTF-8 bytes,
+        // they still never refuse what it accepted, and are not counted character by character
+        // across every token introspected. The admin API's count characters, as they always have.
+        unicode: name !== 'public',
+      },
+    },
     // Errors the router raises itself (an undecodable path, an overlong parameter) take the
     // same §5.2 shape as every other error.
     frameworkErrors: (err, _request, reply) => {
@@ -29,6 +45,7 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
     trustProxy: t.config.trustProxy.length > 0 ? t.config.trustProxy : false,
     clientErrorHandler,
   })
+  app.decorateRequest('firstReading', null)
   // First, so that every hook after it runs inside the request's span.
   t.tracing.instrumentHttp(app, name)
   installErrorHandling(app, t.metrics)
@@ -55,13 +72,19 @@ export async function buildPublicApp(t: Tessera): Promise<FastifyInstance> {
   const app = baseApp(t, 'public')
   coolDownRefusedConnections(app)
   await installFormParser(app)
+  await describeRoutes(app, 'public')
   publicRoutes(app, t)
   return app
 }
 
-/** The admin API, on its own listener. Never listens. */
-export async function buildAdminApp(t: Tessera): Promise<FastifyInstance> {
+/**
+ * The admin API, on its own listener. Never listens. `publicDocument` is the public app's own
+ * OpenAPI document (its `swagger()`), which the admin listener serves merged with its own.
+ */
+export async function buildAdminApp(t: Tessera, publicDocument: () => Json): Promise<FastifyInstance> {
   const app = baseApp(t, 'admin')
+  await describeRoutes(app, 'admin')
   adminRoutes(app, t)
+  await serveApiDescription(app, t, publicDocument)
   return app
 }

@@ -116,7 +116,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const url = `http://${urlHost(config.host)}:${port}`
     log.info({ url, issuer, backend: database.backend }, 'listening')
 
-    const adminApp = await buildAdminApp(tessera)
+    const adminApp = await buildAdminApp(tessera, () => publicApp.swagger())
     apps.push({ app: adminApp, drain: drainable(adminApp.server) })
     await adminApp.listen({ host: config.adminHost, port: config.adminPort })
     const adminUrl = `http://${urlHost(config.adminHost)}:${(adminApp.server.address() as { port: number }).port}`

@@ -2,98 +2,21 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { AUDIT_EVENT_TYPES, type AdminChange, type AuditEventType } from '../audit/events.js'
 import type { AuditCursor, AuditFilter } from '../audit/repository.js'
 import { auditView } from '../audit/service.js'
-import { AUTH_METHODS, GRANT_TYPES, type AuthMethod, type Client, type ClientSettings, type JwkSet } from '../clients/repository.js'
+import type { AuthMethod, Client, ClientSettings, JwkSet } from '../clients/repository.js'
 import { OAuthError, invalidDpopProof, invalidRequest, notFound } from '../errors.js'
 import { LIMITS, checkText, type TextRule } from '../input.js'
 import { DPOP_ALGS } from '../oauth/dpop.js'
-import { CLIENT_ALGS, type ClientAlg } from '../oauth/jws.js'
+import type { ClientAlg } from '../oauth/jws.js'
 import type { Tessera } from '../tessera.js'
 import { asUuid } from '../tokens/repository.js'
 import type { User } from '../users/repository.js'
 import { dpopHeaders, metadata } from './public.js'
+import { readFirst } from './read-first.js'
+import * as schemas from './schemas/admin.js'
+import { serverMetadataRoute } from './schemas/common.js'
+import { isApiDescriptionRoute } from './openapi.js'
 
 const METADATA_PATH = '/.well-known/oauth-authorization-server'
-
-// JSON schemas of the admin API's bodies. Unknown properties are refused rather than dropped, so
-// a typo is an error instead of a silent no-op.
-const scopeList = {
-  type: 'array',
-  maxItems: 200,
-  uniqueItems: true,
-  items: { type: 'string', pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]+$', maxLength: 200 },
-} as const
-const identifierList = {
-  type: 'array',
-  maxItems: 100,
-  uniqueItems: true,
-  items: { type: 'string', pattern: '^[^\\s\\x00-\\x1f\\x7f]+$', maxLength: 2000 },
-} as const
-const ttl = { type: ['integer', 'null'], minimum: 1, maximum: 315_360_000 } as const
-// RFC 7517 §5: a JWK Set; what each key may be is the client rules' to judge (src/clients/settings.ts).
-const jwkSet = {
-  anyOf: [
-    {
-      type: 'object',
-      additionalProperties: false,
-      required: ['keys'],
-      properties: { keys: { type: 'array', minItems: 1, maxItems: 10, items: { type: 'object', maxProperties: 30 } } },
-    },
-    { type: 'null' },
-  ],
-} as const
-const clientProperties = {
-  name: { type: 'string', minLength: 1, maxLength: 200 },
-  grant_types: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: GRANT_TYPES } },
-  scopes: scopeList,
-  audiences: identifierList,
-  resource_identifiers: identifierList,
-  access_token_ttl: ttl,
-  refresh_token_ttl: ttl,
-  token_endpoint_auth_method: { enum: AUTH_METHODS },
-  jwks: jwkSet,
-  jwks_uri: { anyOf: [{ type: 'string', maxLength: 2000, pattern: '^[^\\s\\x00-\\x1f\\x7f]+$' }, { type: 'null' }] },
-  token_endpoint_auth_signing_alg: { enum: [...CLIENT_ALGS, null] },
-  dpop_bound_access_tokens: { type: 'boolean' },
-} as const
-const createClientSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['name', 'grant_types', 'scopes'],
-  properties: clientProperties,
-} as const
-const patchClientSchema = { type: 'object', additionalProperties: false, minProperties: 1, properties: clientProperties } as const
-// Its length and content are the password policy's to judge (src/users/password-policy.ts), with
-// a description that says which rule failed.
-const password = { type: 'string' } as const
-const userScopes = { anyOf: [scopeList, { type: 'null' }] } as const
-const createUserSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['username', 'password'],
-  properties: {
-    // No control characters, no surrounding white space: a username is something people type.
-    username: { type: 'string', minLength: 1, maxLength: 200, pattern: '^(?!\\s)[^\\x00-\\x1f\\x7f]*(?<!\\s)$' },
-    password,
-    scopes: userScopes,
-  },
-} as const
-const patchUserSchema = {
-  type: 'object',
-  additionalProperties: false,
-  minProperties: 1,
-  properties: { disabled: { type: 'boolean' }, scopes: userScopes },
-} as const
-const passwordSchema = { type: 'object', additionalProperties: false, required: ['password'], properties: { password } } as const
-const rotateSecretSchema = {
-  anyOf: [
-    {
-      type: 'object',
-      additionalProperties: false,
-      properties: { grace_seconds: { type: 'integer', minimum: 0, maximum: 31_536_000 } },
-    },
-    { type: 'null' },
-  ],
-} as const
 
 interface ClientBody {
   name?: string
@@ -266,8 +189,9 @@ function requireScope(scopes: string[], accepted: string[]): void {
 export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   app.addHook('onRequest', async (request, reply) => {
     reply.header('cache-control', 'no-store')
-    // Public on this listener too: the CLI finds the token endpoint from the admin URL alone.
-    if (request.routeOptions.url === METADATA_PATH) return
+    // Public on this listener too: the metadata (the CLI finds the token endpoint from the admin URL
+    // alone), and the API description with its page, which a browser loads without a token.
+    if (request.routeOptions.url === METADATA_PATH || isApiDescriptionRoute(request.routeOptions.url)) return
     // Before the body is read: an anonymous caller learns nothing about what the body should be.
     const { clientId, scopes } = await bearer(t, request)
     calls.set(request, { adminClientId: clientId })
@@ -282,14 +206,14 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     t.audit.record(adminChange(request, route, reply.statusCode))
   })
 
-  app.get(METADATA_PATH, async () => metadata(t.issuer()))
+  app.get(METADATA_PATH, { schema: serverMetadataRoute }, async () => metadata(t.issuer()))
 
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', { schema: schemas.metrics }, async (_request, reply) => {
     return reply.header('content-type', t.metrics.registry.contentType).send(await t.metrics.text())
   })
 
   // Clients
-  app.post('/admin/clients', { schema: { body: createClientSchema } }, async (request, reply) => {
+  app.post('/admin/clients', { schema: schemas.createClient }, async (request, reply) => {
     const body = request.body as Required<Pick<ClientBody, 'name' | 'grant_types' | 'scopes'>> & ClientBody
     const { client, secret } = await t.clients.create({
       name: body.name,
@@ -310,13 +234,15 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     return reply.code(201).send({ ...clientView(client), ...(secret !== undefined && { client_secret: secret }) })
   })
 
-  app.get('/admin/clients', async (request) => {
-    const page = paging(query(request))
+  // The query's own checks first, with their descriptions: see read-first.ts.
+  const clientPage = readFirst((request) => paging(query(request)))
+  app.get('/admin/clients', { schema: schemas.listClients, preValidation: clientPage.preValidation }, async (request) => {
+    const page = clientPage.get(request)
     const clients = await t.clients.list(page)
     return { clients: clients.map(clientView), ...nextPage(clients.length, page.limit, clients.at(-1)?.clientId) }
   })
 
-  app.get<{ Params: { client_id: string } }>('/admin/clients/:client_id', async (request) => {
+  app.get<{ Params: { client_id: string } }>('/admin/clients/:client_id', { schema: schemas.getClient }, async (request) => {
     const client = await t.clients.find(request.params.client_id)
     if (client === undefined) throw notFound('client')
     return clientView(client)
@@ -324,7 +250,7 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
 
   app.patch<{ Params: { client_id: string } }>(
     '/admin/clients/:client_id',
-    { schema: { body: patchClientSchema } },
+    { schema: schemas.changeClient },
     async (request) => {
       const client = await t.clients.update(request.params.client_id, clientSettings(request.body as ClientBody))
       if (client === undefined) throw notFound('client')
@@ -332,14 +258,14 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     },
   )
 
-  app.delete<{ Params: { client_id: string } }>('/admin/clients/:client_id', async (request, reply) => {
+  app.delete<{ Params: { client_id: string } }>('/admin/clients/:client_id', { schema: schemas.deleteClient }, async (request, reply) => {
     if (!(await t.clients.delete(request.params.client_id))) throw notFound('client')
     return reply.code(204).send()
   })
 
   app.post<{ Params: { client_id: string } }>(
     '/admin/clients/:client_id/secret',
-    { schema: { body: rotateSecretSchema } },
+    { schema: schemas.rotateClientSecret },
     async (request) => {
       const grace = (request.body as { grace_seconds?: number } | null | undefined)?.grace_seconds ?? 0
       const secret = await t.clients.rotateSecret(request.params.client_id, grace)
@@ -348,7 +274,7 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     },
   )
 
-  app.post<{ Params: { client_id: string } }>('/admin/clients/:client_id/revoke-tokens', async (request, reply) => {
+  app.post<{ Params: { client_id: string } }>('/admin/clients/:client_id/revoke-tokens', { schema: schemas.revokeClientTokens }, async (request, reply) => {
     if (!(await t.tokens.revokeAllForClient(request.params.client_id))) throw notFound('client')
     t.audit.record({
       type: 'token.revoked',
@@ -361,43 +287,46 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   })
 
   // Users
-  app.post('/admin/users', { schema: { body: createUserSchema } }, async (request, reply) => {
+  app.post('/admin/users', { schema: schemas.createUser }, async (request, reply) => {
     const body = request.body as { username: string; password: string; scopes?: string[] | null }
     const user = await t.users.create({ username: body.username, password: body.password, scopes: body.scopes ?? null })
     target(request, { user: user.id })
     return reply.code(201).send(userView(user))
   })
 
-  app.get('/admin/users', async (request) => {
+  // Paging is checked with ?username= too, where it is not used: the schema states one rule for it.
+  const userQuery = readFirst((request) => {
     const q = query(request)
-    const username = singleQueryValue(q, 'username')
+    return { username: singleQueryValue(q, 'username'), page: paging(q) }
+  })
+  app.get('/admin/users', { schema: schemas.listUsers, preValidation: userQuery.preValidation }, async (request) => {
+    const { username, page } = userQuery.get(request)
     if (username !== undefined) {
       const user = await t.users.findByUsername(username)
       return { users: user === undefined ? [] : [userView(user)] }
     }
-    const page = paging(q)
     const users = await t.users.list(page)
     return { users: users.map(userView), ...nextPage(users.length, page.limit, users.at(-1)?.id) }
   })
 
-  app.get<{ Params: { id: string } }>('/admin/users/:id', async (request) => {
+  app.get<{ Params: { id: string } }>('/admin/users/:id', { schema: schemas.getUser }, async (request) => {
     const user = await t.users.find(request.params.id)
     if (user === undefined) throw notFound('user')
     return userView(user)
   })
 
-  app.patch<{ Params: { id: string } }>('/admin/users/:id', { schema: { body: patchUserSchema } }, async (request) => {
+  app.patch<{ Params: { id: string } }>('/admin/users/:id', { schema: schemas.changeUser }, async (request) => {
     const user = await t.users.update(request.params.id, request.body as { disabled?: boolean; scopes?: string[] | null })
     if (user === undefined) throw notFound('user')
     return userView(user)
   })
 
-  app.delete<{ Params: { id: string } }>('/admin/users/:id', async (request, reply) => {
+  app.delete<{ Params: { id: string } }>('/admin/users/:id', { schema: schemas.deleteUser }, async (request, reply) => {
     if (!(await t.users.delete(request.params.id))) throw notFound('user')
     return reply.code(204).send()
   })
 
-  app.post<{ Params: { id: string } }>('/admin/users/:id/password', { schema: { body: passwordSchema } }, async (request, reply) => {
+  app.post<{ Params: { id: string } }>('/admin/users/:id/password', { schema: schemas.setUserPassword }, async (request, reply) => {
     if (!(await t.users.setPassword(request.params.id, (request.body as { password: string }).password))) {
       throw notFound('user')
     }
@@ -405,7 +334,7 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   })
 
   // The user's failed-login count (src/throttle/login.ts): how many, and until when logins wait.
-  app.get<{ Params: { id: string } }>('/admin/users/:id/lockout', async (request) => {
+  app.get<{ Params: { id: string } }>('/admin/users/:id/lockout', { schema: schemas.getUserLockout }, async (request) => {
     const user = await t.users.find(request.params.id)
     if (user === undefined) throw notFound('user')
     const state = await t.loginThrottle.state(user.username)
@@ -420,14 +349,14 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     }
   })
 
-  app.delete<{ Params: { id: string } }>('/admin/users/:id/lockout', async (request, reply) => {
+  app.delete<{ Params: { id: string } }>('/admin/users/:id/lockout', { schema: schemas.clearUserLockout }, async (request, reply) => {
     const user = await t.users.find(request.params.id)
     if (user === undefined) throw notFound('user')
     await t.loginThrottle.clear(user.username)
     return reply.code(204).send()
   })
 
-  app.post<{ Params: { id: string } }>('/admin/users/:id/revoke-tokens', async (request, reply) => {
+  app.post<{ Params: { id: string } }>('/admin/users/:id/revoke-tokens', { schema: schemas.revokeUserTokens }, async (request, reply) => {
     if (!(await t.tokens.revokeAllForUser(request.params.id))) throw notFound('user')
     t.audit.record({
       type: 'token.revoked',
@@ -440,21 +369,25 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
   })
 
   // Signing keys
-  app.get('/admin/keys', async () => ({ keys: await t.keys.list() }))
+  app.get('/admin/keys', { schema: schemas.listKeys }, async () => ({ keys: await t.keys.list() }))
 
-  app.post('/admin/keys/rotate', async (request) => {
+  const rotation = readFirst((request) => {
     const immediate = singleQueryValue(query(request), 'immediate')
     if (immediate !== undefined && immediate !== 'true' && immediate !== 'false') {
       throw invalidRequest('immediate must be true or false')
     }
-    const key = await t.keys.rotate({ immediate: immediate === 'true' })
+    return { immediate: immediate === 'true' }
+  })
+  app.post('/admin/keys/rotate', { schema: schemas.rotateKeys, preValidation: rotation.preValidation }, async (request) => {
+    const key = await t.keys.rotate(rotation.get(request))
     target(request, { kid: key.kid })
     return key
   })
 
   // Security events
-  app.get('/admin/audit', async (request) => {
-    const filter = auditFilter(t, query(request))
+  const auditQuery = readFirst((request) => auditFilter(t, query(request)))
+  app.get('/admin/audit', { schema: schemas.listAuditEvents, preValidation: auditQuery.preValidation }, async (request) => {
+    const filter = auditQuery.get(request)
     const events = await t.audit.list(filter)
     const last = events.at(-1)
     return {

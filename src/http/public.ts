@@ -9,6 +9,9 @@ import { CLIENT_ALGS } from '../oauth/jws.js'
 import { Params, checkBasicCredentials } from '../oauth/params.js'
 import { revoke } from '../oauth/revocation.js'
 import { SUPPORTED_GRANT_TYPES, tokenEndpoint } from '../oauth/token-endpoint.js'
+import { readFirst } from './read-first.js'
+import { serverMetadataRoute } from './schemas/common.js'
+import * as schemas from './schemas/public.js'
 import type { Tessera } from '../tessera.js'
 
 // client_secret_jwt is not offered: it needs the secret itself to verify a MAC, and secrets are
@@ -64,8 +67,16 @@ function noStore(reply: FastifyReply): FastifyReply {
 }
 
 export function publicRoutes(app: FastifyInstance, t: Tessera): void {
-  app.post('/token', async (request, reply) => {
+  // Each form endpoint reads its request (the form, then what it needs before anything else) ahead
+  // of the schema's validation: see read-first.ts.
+  const tokenRequest = readFirst((request) => {
     const params = formParams(request)
+    // The token endpoint's first step (src/oauth/token-endpoint.ts), here so that the schema may say so.
+    params.required('grant_type')
+    return params
+  })
+  app.post('/token', { schema: schemas.token, preValidation: tokenRequest.preValidation }, async (request, reply) => {
+    const params = tokenRequest.get(request)
     const dpop = { headers: dpopHeaders(request), url: endpointUrl(t.issuer(), '/token') }
     const response = await tokenEndpoint(t, { authorization: request.headers.authorization, params, address: clientAddress(request), dpop })
     // RFC 9449 §8.2: a client that uses DPoP gets the nonce for its next request with this answer.
@@ -73,42 +84,51 @@ export function publicRoutes(app: FastifyInstance, t: Tessera): void {
     return noStore(reply).send(response)
   })
 
-  app.post('/introspect', async (request, reply) => {
+  const introspection = readFirst((request) => {
     const params = formParams(request)
-    const credentials = clientCredentials(request.headers.authorization, params)
-    const answer = await introspect(t, { credentials, address: clientAddress(request) }, params.required('token'), t.issuer())
+    return { credentials: clientCredentials(request.headers.authorization, params), token: params.required('token') }
+  })
+  app.post('/introspect', { schema: schemas.introspect, preValidation: introspection.preValidation }, async (request, reply) => {
+    const { credentials, token } = introspection.get(request)
+    const answer = await introspect(t, { credentials, address: clientAddress(request) }, token, t.issuer())
     t.metrics.introspected(answer.active)
     return noStore(reply).send(answer)
   })
 
-  app.post('/revoke', async (request, reply) => {
+  // The caller authenticates before the token is looked for (RFC 7009 §2.1).
+  const revocation = readFirst(async (request) => {
     const params = formParams(request)
     const address = clientAddress(request)
     const caller = await authenticateClient(t, clientCredentials(request.headers.authorization, params), address)
-    await revoke(t, caller, params.required('token'), { address })
+    return { caller, token: params.required('token'), address }
+  })
+  app.post('/revoke', { schema: schemas.revoke, preValidation: revocation.preValidation }, async (request, reply) => {
+    const { caller, token, address } = revocation.get(request)
+    await revoke(t, caller, token, { address })
     t.metrics.revocations.inc()
     return noStore(reply).code(200).send()
   })
 
-  app.get('/jwks', async (request, reply) => {
+  app.get('/jwks', { schema: schemas.jwks }, async (request, reply) => {
     const { body, etag } = t.keys.jwks()
     reply
       .header('cache-control', `public, max-age=${t.config.jwksMaxAge}`)
       .header('etag', etag)
       .header('content-type', 'application/jwk-set+json')
     if (ifNoneMatch(request.headers['if-none-match'], etag)) return reply.code(304).send()
+    // Already JSON, sent as it is: its ETag is of these bytes.
     return reply.send(body)
   })
 
-  app.get('/.well-known/oauth-authorization-server', async (_request, reply) => {
+  app.get('/.well-known/oauth-authorization-server', { schema: serverMetadataRoute }, async (_request, reply) => {
     return reply.header('cache-control', 'public, max-age=300').send(metadata(t.issuer()))
   })
 
-  app.get('/healthz', async () => ({ status: 'ok' }))
+  app.get('/healthz', { schema: schemas.healthz }, async () => ({ status: 'ok' }))
 
   // Ready to take traffic: the database answers and a key signs. `view` says whether this
   // instance answers from memory ('leased') or reads the database per call; either serves.
-  app.get('/readyz', async (_request, reply) => {
+  app.get('/readyz', { schema: schemas.readyz }, async (_request, reply) => {
     const { database, signingKey, ready } = await t.readiness()
     return reply
       .code(ready ? 200 : 503)

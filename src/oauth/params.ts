@@ -8,7 +8,7 @@ const REPEATABLE = new Set(['resource'])
  * What each parameter the server reads may hold (src/input.ts). A parameter read anywhere gets a
  * rule here; any other is ignored (RFC 6749 §3.1) but still bounded by `LIMITS.other`.
  */
-const RULES: Record<string, TextRule> = {
+export const RULES: Record<string, TextRule> = {
   grant_type: { max: LIMITS.keyword },
   token_type_hint: { max: LIMITS.keyword },
   client_id: { max: LIMITS.clientId },
