@@ -28,11 +28,6 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
         allErrors: false,
         allowUnionTypes: true,
         keywords: ['x-examples'],
-        // The public API's maxLengths are byte bounds that src/oauth/params.ts has already checked
-        // (src/http/schemas/public.ts): counted in UTF-16 units, which never exceed UTF-8 bytes,
-        // they still never refuse what it accepted, and are not counted character by character
-        // across every token introspected. The admin API's count characters, as they always have.
-        unicode: name !== 'public',
       },
     },
     // Errors the router raises itself (an undecodable path, an overlong parameter) take the

@@ -2,7 +2,7 @@
 // serializes with (src/http/schemas/): @fastify/swagger describes each listener's app, and this
 // merges the two into one document, served on the admin listener with a browsable page.
 //
-// Each path item names the server it lives on (OpenAPI 3.1 §4.8.9.1 `servers`): the public API
+// Each path item names the server it lives on (its own `servers`, OpenAPI 3.1 §4.8.9): the public API
 // under the issuer, the admin API under the admin listener's URL, the metadata under both. The
 // committed docs/openapi.json is the same document with placeholder servers (`npm run openapi`).
 import { readFileSync } from 'node:fs'
@@ -87,8 +87,8 @@ export async function describeRoutes(app: FastifyInstance, listener: Listener): 
 
 /** Where each listener is, in the committed document: the defaults of ISSUER and ADMIN_HOST/ADMIN_PORT. */
 const PLACEHOLDERS: Record<Listener, { url: string; description: string }> = {
-  public: { url: 'http://localhost:8080', description: 'The public API, at ISSUER (here its default).' },
-  admin: { url: 'http://127.0.0.1:8081', description: 'The admin API, at ADMIN_HOST:ADMIN_PORT (here their defaults).' },
+  public: { url: 'http://localhost:8080', description: 'The public API: ISSUER, here its default.' },
+  admin: { url: 'http://127.0.0.1:8081', description: 'The admin API: ADMIN_HOST and ADMIN_PORT, here their defaults.' },
 }
 
 const sortedKeys = (o: Json): Json => Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]))
@@ -171,21 +171,29 @@ function acceptsNull(schema: Json | undefined, components: Json): boolean {
 
 /** The document with the listeners' real URLs in place of the placeholders. */
 export function withServers(doc: Json, urls: Record<Listener, string>): Json {
-  const real = (server: Json): Json => {
+  return replaceServers(doc, { public: PLACEHOLDERS.public.url, admin: PLACEHOLDERS.admin.url }, urls)
+}
+
+/**
+ * docs/openapi.json, as `npm run openapi` writes it: the document a server serves at
+ * GET /openapi.json (its public API at `urls.public`, its admin API at `urls.admin`) with
+ * placeholder servers again, as text.
+ */
+export function committedText(served: Json, urls: Record<Listener, string>): string {
+  return `${JSON.stringify(replaceServers(served, urls, { public: PLACEHOLDERS.public.url, admin: PLACEHOLDERS.admin.url }), null, 2)}\n`
+}
+
+function replaceServers(doc: Json, from: Record<Listener, string>, to: Record<Listener, string>): Json {
+  const replace = (server: Json): Json => {
     for (const listener of ['public', 'admin'] as const) {
-      if (server['url'] === PLACEHOLDERS[listener].url) return { ...server, url: urls[listener] }
+      if (server['url'] === from[listener]) return { ...server, url: to[listener] }
     }
     return server
   }
   const paths = Object.fromEntries(
-    Object.entries<Json>(doc['paths']).map(([path, item]) => [path, { ...item, servers: (item['servers'] as Json[]).map(real) }]),
+    Object.entries<Json>(doc['paths']).map(([path, item]) => [path, { ...item, servers: (item['servers'] as Json[]).map(replace) }]),
   )
-  return { ...doc, servers: (doc['servers'] as Json[]).map(real), paths }
-}
-
-/** The text of docs/openapi.json: the document with placeholder servers, as `npm run openapi` writes it. */
-export function documentText(doc: Json): string {
-  return `${JSON.stringify(doc, null, 2)}\n`
+  return { ...doc, servers: (doc['servers'] as Json[]).map(replace), paths }
 }
 
 // Swagger UI's own policy (@fastify/swagger-ui's staticCSP) without what does not fit here:

@@ -606,7 +606,6 @@ export const metrics = {
   summary: 'Prometheus metrics',
   description: 'Prometheus text format, for every worker under WEB_CONCURRENCY. Scope metrics (or admin).',
   security: [{ adminBearer: ['metrics'] }, { adminBearer: ['admin'] }, { adminDpop: ['metrics'] }, { adminDpop: ['admin'] }] as Security,
-  produces: ['text/plain'],
   response: {
     200: {
       description: 'The metrics.',
