@@ -1,6 +1,5 @@
 import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import { refusals } from './errors.js'
 
@@ -18,19 +17,21 @@ const MAX_COOL_DOWN_MS = 1000
  */
 export function coolDownRefusedConnections(app: FastifyInstance): void {
   const until = new WeakMap<Socket, number>()
-  app.addHook('onRequest', async (request) => {
+  // Callback hooks: every request passes them, and almost none has anything to wait for.
+  app.addHook('onRequest', (request, _reply, done) => {
     const socket = request.raw.socket
     const at = until.get(socket)
-    if (at === undefined) return
+    if (at === undefined) return done()
     until.delete(socket)
     const wait = at - performance.now()
-    if (wait > 0) await sleep(wait)
+    if (wait > 0) setTimeout(done, wait)
+    else done()
   })
-  app.addHook('onResponse', async (request) => {
+  app.addHook('onResponse', (request, _reply, done) => {
     const refusal = refusals.get(request)
-    if (refusal?.retryAfter === undefined) return
-    const socket = request.raw.socket
-    if (request.ips !== undefined && request.ips.length > 1) return
-    until.set(socket, performance.now() + Math.min(MAX_COOL_DOWN_MS, refusal.retryAfter * 1000))
+    if (refusal?.retryAfter !== undefined && !(request.ips !== undefined && request.ips.length > 1)) {
+      until.set(request.raw.socket, performance.now() + Math.min(MAX_COOL_DOWN_MS, refusal.retryAfter * 1000))
+    }
+    done()
   })
 }
