@@ -1,28 +1,15 @@
 // `tessera audit` as an administrator runs it: the built CLI as a child process against a real
 // server, checked by what it prints and its exit code.
-import { spawn } from 'node:child_process'
 import t from 'tap'
-import { cliPath } from '../helpers/process.js'
+import { runCli } from '../helpers/process.js'
 import { ADMIN_ID, ADMIN_SECRET, startTestServer } from '../helpers/server.js'
 import { atLeast } from './support.js'
 
 const srv = await startTestServer(t)
 
 /** `tessera <args…> --admin-url <this server>` with a clean environment and the admin's credentials. */
-function tessera(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [cliPath, ...args, '--admin-url', srv.adminUrl], {
-    env: { PATH: process.env['PATH'] ?? '', TESSERA_ADMIN_CLIENT_ID: ADMIN_ID, TESSERA_ADMIN_CLIENT_SECRET: ADMIN_SECRET },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  return new Promise((resolve, reject) => {
-    child.once('error', reject)
-    child.once('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const tessera = (args: string[]) =>
+  runCli([...args, '--admin-url', srv.adminUrl], { env: { TESSERA_ADMIN_CLIENT_ID: ADMIN_ID, TESSERA_ADMIN_CLIENT_SECRET: ADMIN_SECRET } })
 
 const app = await srv.createClient()
 const userId = await srv.createUser('sam', 'sam password')

@@ -1,25 +1,18 @@
 // The admin commands as an administrator runs them: the built CLI as a child process against a
 // real server, checked by what it prints, its exit code, and what changed on the server.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { cliPath, neutralCwd } from '../helpers/process.js'
+import { runCli, type CliResult } from '../helpers/process.js'
 import { ADMIN_ID, ADMIN_SECRET, decodeJwt, startTestServer } from '../helpers/server.js'
 
 const srv = await startTestServer(t)
 const app = await srv.createClient({ grant_types: ['password', 'refresh_token'], scopes: ['read', 'write'] })
 
-interface CliResult {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
 interface CliOptions {
-  /** What stdin holds (a pipe, so never a terminal); empty when not given. */
+  /** What stdin holds; empty when not given. */
   input?: string
   env?: Record<string, string>
   /** Pass the bootstrap admin's credentials in the environment (default true). */
@@ -27,27 +20,15 @@ interface CliOptions {
   cwd?: string
 }
 
-/** `tessera <args…>` with a clean environment: nothing of the test runner's leaks in. */
+/** `tessera <args…>` with a clean environment, and the admin's credentials unless told otherwise. */
 function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [cliPath, ...args], {
+  return runCli(args, {
     env: {
-      PATH: process.env['PATH'] ?? '',
       ...(opts.credentials !== false && { TESSERA_ADMIN_CLIENT_ID: ADMIN_ID, TESSERA_ADMIN_CLIENT_SECRET: ADMIN_SECRET }),
       ...opts.env,
     },
-    stdio: ['pipe', 'pipe', 'pipe'],
-    cwd: opts.cwd ?? neutralCwd,
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  // A command that never reads stdin may exit before the write lands.
-  child.stdin.on('error', () => undefined)
-  child.stdin.end(opts.input ?? '')
-  return new Promise((resolve, reject) => {
-    child.once('error', reject)
-    child.once('close', (code) => resolve({ code, stdout, stderr }))
+    ...(opts.cwd !== undefined && { cwd: opts.cwd }),
+    ...(opts.input !== undefined && { input: opts.input }),
   })
 }
 

@@ -2,34 +2,13 @@
 // and one clear line for a bad value on every command that reads the configuration. Each case is
 // the built CLI as a child process in a directory of its own.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { packageRoot } from '../../src/paths.js'
-import { cliPath } from '../helpers/process.js'
+import { runCli, type CliResult } from '../helpers/process.js'
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function tessera(args: string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
-  const child = spawn(process.execPath, [cliPath, ...args], {
-    env: { PATH: process.env['PATH'] ?? '', ...env },
-    cwd,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  return new Promise((resolve, reject) => {
-    child.once('error', reject)
-    child.once('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const tessera = (args: string[], cwd: string, env: Record<string, string> = {}): Promise<CliResult> => runCli(args, { env, cwd })
 
 const noStackTrace = (text: string) => !/\n\s+at /.test(text)
 

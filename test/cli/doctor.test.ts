@@ -2,35 +2,14 @@
 // or KEY_ENCRYPTION_KEY, with the server stopped, and in --json. On the embedded backend the
 // server holds DATA_DIR, so the database checks wait until it has stopped.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { backend, isolatedDatabase } from '../helpers/server.js'
-import { cliPath, spawnServer } from '../helpers/process.js'
+import { runCli, spawnServer, type CliResult } from '../helpers/process.js'
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function doctor(env: Record<string, string>, args: string[] = []): Promise<Run> {
-  const child = spawn(process.execPath, [cliPath, 'doctor', ...args], {
-    env: { PATH: process.env['PATH'] ?? '', ...env },
-    cwd: t.testdirName,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  return new Promise((resolve, reject) => {
-    child.once('error', reject)
-    child.once('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const doctor = (env: Record<string, string>, args: string[] = []): Promise<CliResult> => runCli(['doctor', ...args], { env, cwd: t.testdirName })
 
 /** The line of one check: "<status>: <check>: …". */
 const lineOf = (stdout: string, check: string) => stdout.split('\n').find((l) => new RegExp(`^\\w+:\\s+${check}: `).test(l)) ?? ''

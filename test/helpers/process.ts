@@ -94,3 +94,33 @@ export function spawnServer(
     })
   })
 }
+
+export interface CliResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/**
+ * `tessera <args…>` from the build, with a clean environment (PATH and `env` only: nothing of the
+ * test runner's leaks in), in `cwd` (default an empty directory, so no .env is read), and `input`
+ * on stdin (a pipe, so never a terminal; empty when not given).
+ */
+export function runCli(args: string[], opts: { env?: Record<string, string>; cwd?: string; input?: string } = {}): Promise<CliResult> {
+  const child = spawn(process.execPath, [cliPath, ...args], {
+    env: { PATH: process.env['PATH'] ?? '', ...opts.env },
+    cwd: opts.cwd ?? neutralCwd,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()))
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+  // A command that never reads stdin may exit before the write lands.
+  child.stdin!.on('error', () => undefined)
+  child.stdin!.end(opts.input ?? '')
+  return new Promise((resolve, reject) => {
+    child.once('error', reject)
+    child.once('close', (code) => resolve({ code, stdout, stderr }))
+  })
+}

@@ -2,8 +2,7 @@
 // characters counted as code points after NFC, not the username, not one of the 10,000 most
 // common. Each refusal is 400 invalid_request saying which rule failed, never the password.
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
-import { cliPath } from '../helpers/process.js'
+import { runCli } from '../helpers/process.js'
 import { ADMIN_ID, ADMIN_SECRET, assertOAuthError, startTestServer, type HttpResult } from '../helpers/server.js'
 
 const srv = await startTestServer(t)
@@ -91,22 +90,8 @@ t.test("a new password follows the same rules, against the user's own username",
 })
 
 /** `tessera <args…> --admin-url …` with the password on stdin. */
-function cli(args: string[], input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [cliPath, ...args, '--admin-url', srv.adminUrl], {
-    env: { PATH: process.env['PATH'] ?? '', TESSERA_ADMIN_CLIENT_ID: ADMIN_ID, TESSERA_ADMIN_CLIENT_SECRET: ADMIN_SECRET },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  child.stdin.on('error', () => undefined)
-  child.stdin.end(input)
-  return new Promise((resolve, reject) => {
-    child.once('error', reject)
-    child.once('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const cli = (args: string[], input: string) =>
+  runCli([...args, '--admin-url', srv.adminUrl], { env: { TESSERA_ADMIN_CLIENT_ID: ADMIN_ID, TESSERA_ADMIN_CLIENT_SECRET: ADMIN_SECRET }, input })
 
 t.test('the CLI reports which rule failed, and creates or changes nothing', async (t) => {
   for (const [username, password, rule] of [
