@@ -33,8 +33,16 @@ async function run({ warmup, duration }) {
   const windowStart = start + warmup * 1000
   const windowEnd = windowStart + duration * 1000
   let failures = 0
-  const opened = setTimeout(() => process.send({ event: 'open' }), warmup * 1000)
-  const closed = setTimeout(() => process.send({ event: 'close' }), (warmup + duration) * 1000)
+  // Each edge is announced exactly once: by its timer, or after the loop if the last verify
+  // ended before the timer fired (the parent waits for both).
+  const edges = new Set()
+  const announce = (event) => {
+    if (edges.has(event)) return
+    edges.add(event)
+    process.send({ event })
+  }
+  const opened = setTimeout(() => announce('open'), warmup * 1000)
+  const closed = setTimeout(() => announce('close'), (warmup + duration) * 1000)
   const worker = async () => {
     while (performance.now() < windowEnd) {
       const t0 = performance.now()
@@ -49,6 +57,8 @@ async function run({ warmup, duration }) {
   await Promise.all(Array.from({ length: inFlight }, worker))
   clearTimeout(opened)
   clearTimeout(closed)
+  announce('open')
+  announce('close')
   latencies.sort((a, b) => a - b)
   const at = (q) => (latencies.length === 0 ? undefined : latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))])
   return { event: 'result', verifies: latencies.length, failures, seconds: duration, p50: at(0.5), p99: at(0.99) }

@@ -43,7 +43,7 @@ export class LoginThrottle {
   /** The attempt succeeded: the username starts afresh, and the address gets its attempt back. */
   async succeeded(username: string, address: string): Promise<void> {
     await throttleStore.clear(this.db, 'login_user', usernameKey(username))
-    await throttleStore.refund(this.db, 'login_address', address)
+    await throttleStore.refund(this.db, 'login_address', address, this.settings.address)
   }
 
   /** A username's failed-login state (for the admin API), or undefined when it has none. */

@@ -61,9 +61,19 @@ export const throttleStore = {
       : { allowed: true, blockedUntil }
   },
 
-  /** Takes back one counted attempt that turned out well (a success, among an address's many). */
-  async refund(db: Executor, kind: ThrottleKind, key: string): Promise<void> {
-    await db.updateTable('throttle').set((eb) => ({ failures: sql`greatest(${eb.ref('failures')} - 1, 0)` })).where('kind', '=', kind).where('key', '=', key).execute()
+  /**
+   * Takes back one counted attempt that turned out well (a success, among an address's many).
+   * Under a `window` policy, a delay that the attempts still in flight started ends when their
+   * successes bring the count back under the budget: many people behind one address (an office,
+   * a carrier's NAT) logging in at once are not shut out for the rest of the window.
+   */
+  async refund(db: Executor, kind: ThrottleKind, key: string, policy: ThrottlePolicy): Promise<void> {
+    const left = sql`greatest(t.failures - 1, 0)`
+    await sql`
+      update throttle as t set
+        failures = ${left},
+        blocked_until = case when ${policy.delay === 'window'} and ${left} < ${policy.free} then null else t.blocked_until end
+      where t.kind = ${kind} and t.key = ${key}`.execute(db)
   },
 
   /** Forgets the key's failures and any delay in force. */

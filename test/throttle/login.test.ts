@@ -101,6 +101,20 @@ t.test('an address over its budget is refused for every username; other addresse
   t.equal((await login(freshAddress(), 'kate', 'kate password')).status, 200, 'another address logs in')
 })
 
+t.test('many people logging in at once from one address (a NAT) are not shut out for the window', async (t) => {
+  const office = freshAddress()
+  const people = Array.from({ length: 16 }, (_, i) => `office${i}`)
+  for (const name of people) await srv.createUser(name, `${name} password`)
+  // More correct logins in flight at once than the address's budget (10): each is counted until
+  // it succeeds, so some of the burst may be refused, but only while the others are in flight.
+  const burst = await Promise.all(people.map((name) => login(office, name, `${name} password`)))
+  t.ok(burst.every((r) => r.status === 200 || r.status === 429), 'each let in or refused for now')
+  t.ok(burst.filter((r) => r.status === 200).length >= 10, 'as many let in as the budget allows')
+  for (const name of people.slice(0, 3)) {
+    t.equal((await login(office, name, `${name} password`)).status, 200, 'once they succeeded, the address is let in again')
+  }
+})
+
 t.test('an attacker hammering a username from one address cannot keep its owner out', async (t) => {
   await srv.createUser('liam', 'liam password')
   const attacker = freshAddress()
