@@ -167,7 +167,19 @@ function freshDataDir() {
 // Setup helpers handed to the scenarios (bench/scenarios.mjs).
 
 async function call(method, url, { headers = {}, body } = {}) {
-  const res = await fetch(url, { method, headers, body })
+  let res
+  try {
+    res = await fetch(url, { method, headers, body })
+  } catch (err) {
+    // fetch keeps idle connections per origin, and a port a stopped server used may be handed to
+    // the next one: a request sent on such a dead connection fails before the server sees it.
+    // Once more, on a new connection; then the real cause.
+    try {
+      res = await fetch(url, { method, headers, body })
+    } catch (again) {
+      throw new Error(`${method} ${url}: ${again.cause?.message ?? again.message} (first try: ${err.cause?.message ?? err.message})`)
+    }
+  }
   const text = await res.text()
   if (res.status >= 300) throw new Error(`${method} ${url} answered ${res.status}: ${text.slice(0, 300)}`)
   try {
