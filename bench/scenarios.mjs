@@ -145,7 +145,7 @@ export const scenarios = [
     peer: 'oidc-provider',
     peerNote:
       'oidc-provider introspects an opaque token (an in-memory lookup): it refuses to introspect JWTs. ' +
-      "Tessera verifies its JWT and reads the token's status and the caller's client record from the database.",
+      "Tessera verifies its JWT (once per token string) and checks the caller's client record and the token's revocation state in its in-memory view, held exact by the change feed under a lease (README: How requests are served from memory).",
     async tessera(t) {
       const c = await t.client({ grant_types: ['client_credentials'] })
       const { access_token: jwt } = await t.token(c.auth, { grant_type: 'client_credentials', scope: SCOPE, resource: RESOURCE })
