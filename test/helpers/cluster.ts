@@ -3,26 +3,13 @@
 import { randomBytes } from 'node:crypto'
 import type { Test } from 'tap'
 import { spawnServer, type ServerProcess } from './process.js'
-import { basic, isolatedDatabase } from './server.js'
+import { basic, isolatedDatabase, toResult, type HttpResult } from './server.js'
 
 export type Credentials = [string, string]
 
-export interface Answer {
-  status: number
-  headers: Headers
-  body: any
-}
+export type Answer = HttpResult
 
-async function answer(res: Response): Promise<Answer> {
-  const text = await res.text()
-  let body: unknown
-  try {
-    body = text === '' ? undefined : JSON.parse(text)
-  } catch {
-    body = text
-  }
-  return { status: res.status, headers: res.headers, body }
-}
+const answer = toResult
 
 /** An instance's public and admin base URLs: a spawned process, or anything else that listens. */
 export type Instance = Pick<ServerProcess, 'url' | 'adminUrl'>

@@ -3,6 +3,7 @@
 // back in the middle, and raw sockets that send exactly the bytes given.
 import * as http from 'node:http'
 import * as net from 'node:net'
+import { parseBody } from './server.js'
 
 export interface Answer {
   status: number
@@ -35,7 +36,7 @@ export function send(
         let text = ''
         response.setEncoding('utf8')
         response.on('data', (chunk: string) => (text += chunk))
-        response.on('end', () => resolve({ status: response.statusCode!, headers: response.headers, body: parse(text) }))
+        response.on('end', () => resolve({ status: response.statusCode!, headers: response.headers, body: parseBody(text) }))
         response.on('error', reject)
       },
     )
@@ -50,13 +51,6 @@ export function send(
   return { answer, release: () => release() }
 }
 
-const parse = (text: string): unknown => {
-  try {
-    return text === '' ? undefined : JSON.parse(text)
-  } catch {
-    return text
-  }
-}
 
 export const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString()
 
@@ -113,7 +107,7 @@ export class RawConnection {
         if (this.buffer.length >= end + 4 + length) {
           const body = this.buffer.slice(end + 4, end + 4 + length)
           this.buffer = this.buffer.slice(end + 4 + length)
-          return { status: Number(statusLine!.split(' ')[1]), headers, body: parse(body) }
+          return { status: Number(statusLine!.split(' ')[1]), headers, body: parseBody(body) }
         }
       }
       if (this.socket.destroyed || this.socket.readableEnded) throw new Error(`connection ended before a whole response: ${JSON.stringify(this.buffer)}`)

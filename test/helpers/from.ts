@@ -1,7 +1,7 @@
 // Requests from a chosen source address: any 127.x.y.z reaches a server listening on 127.0.0.1,
 // so one test can play many clients (node:http's localAddress).
 import { Agent, request } from 'node:http'
-import { basic, type HttpResult } from './server.js'
+import { basic, parseBody, type HttpResult } from './server.js'
 
 /** A keep-alive connection from `address`, for many requests from one client. */
 export const clientAgent = (address: string) => new Agent({ keepAlive: true, maxSockets: 1, localAddress: address })
@@ -36,15 +36,9 @@ export function postFrom(
         res.on('data', (c: Buffer) => chunks.push(c))
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString()
-          let parsed: unknown
-          try {
-            parsed = text === '' ? undefined : JSON.parse(text)
-          } catch {
-            parsed = text
-          }
           const responseHeaders = new Headers()
           for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') responseHeaders.set(k, v)
-          resolve({ status: res.statusCode ?? 0, headers: responseHeaders, body: parsed, text })
+          resolve({ status: res.statusCode ?? 0, headers: responseHeaders, body: parseBody(text), text })
         })
         res.on('error', reject)
       },

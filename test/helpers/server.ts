@@ -63,15 +63,18 @@ export interface HttpResult<T = any> {
   text: string
 }
 
-async function toResult(res: Response): Promise<HttpResult> {
-  const text = await res.text()
-  let body: unknown = undefined
+/** An answer's body: its JSON, or the text itself when it is not JSON (undefined when empty). */
+export function parseBody(text: string): any {
   try {
-    body = text === '' ? undefined : JSON.parse(text)
+    return text === '' ? undefined : JSON.parse(text)
   } catch {
-    body = text
+    return text
   }
-  return { status: res.status, headers: res.headers, body, text }
+}
+
+export async function toResult(res: Response): Promise<HttpResult> {
+  const text = await res.text()
+  return { status: res.status, headers: res.headers, body: parseBody(text), text }
 }
 
 export const basic = (id: string, secret: string) =>

@@ -3,23 +3,14 @@
 // characters, invalid UTF-8 in raw bytes and in %XX, unpaired surrogates, over-long values.
 import t, { type Test } from 'tap'
 import { RawConnection } from '../helpers/connections.js'
-import { assertOAuthError, basic, startTestServer, type HttpResult } from '../helpers/server.js'
+import { assertOAuthError, basic, startTestServer, toResult, type HttpResult } from '../helpers/server.js'
 
 const srv = await startTestServer(t)
 const app = await srv.createClient({ audiences: ['https://api.example'] })
 const userId = await srv.createUser('alice', 'alice password')
 const FORM = 'application/x-www-form-urlencoded'
 
-async function result(res: Response): Promise<HttpResult> {
-  const text = await res.text()
-  let body: unknown
-  try {
-    body = text === '' ? undefined : JSON.parse(text)
-  } catch {
-    body = text
-  }
-  return { status: res.status, headers: res.headers, body, text }
-}
+const result = toResult
 
 /** A public endpoint with a body sent byte for byte. */
 async function postRaw(path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<HttpResult> {
