@@ -56,16 +56,19 @@ function baseApp(t: Tessera, name: 'public' | 'admin'): FastifyInstance {
   })
   app.addHook('onResponse', (request, reply, done) => {
     t.metrics.observeRequest(request.method, request.routeOptions.url ?? 'unknown', reply.statusCode, reply.elapsedTime / 1000)
-    // The path only: a query string could carry what a client should not have put there.
-    const path = request.url.split('?')[0]
-    const ms = Math.round(reply.elapsedTime * 10) / 10
-    const refused = refusals.get(request)
-    request.log.info(
-      refused === undefined
-        ? { reqId: request.id, method: request.method, url: path, status: reply.statusCode, ms }
-        : { reqId: request.id, method: request.method, url: path, status: reply.statusCode, ms, error: refused.code, detail: refused.detail },
-      'request',
-    )
+    // Built only when it is written: with LOG_LEVEL above info, a request pays for no log line.
+    if (t.log.isLevelEnabled('info')) {
+      // The path only: a query string could carry what a client should not have put there.
+      const path = request.url.split('?')[0]
+      const ms = Math.round(reply.elapsedTime * 10) / 10
+      const refused = refusals.get(request)
+      request.log.info(
+        refused === undefined
+          ? { reqId: request.id, method: request.method, url: path, status: reply.statusCode, ms }
+          : { reqId: request.id, method: request.method, url: path, status: reply.statusCode, ms, error: refused.code, detail: refused.detail },
+        'request',
+      )
+    }
     done()
   })
   return app

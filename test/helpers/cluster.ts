@@ -9,8 +9,6 @@ export type Credentials = [string, string]
 
 export type Answer = HttpResult
 
-const answer = toResult
-
 /** An instance's public and admin base URLs: a spawned process, or anything else that listens. */
 export type Instance = Pick<ServerProcess, 'url' | 'adminUrl'>
 
@@ -25,7 +23,7 @@ export class Cluster {
       headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(...auth) },
       body: new URLSearchParams(form).toString(),
     })
-    return answer(res)
+    return toResult(res)
   }
 
   /** A successful token response, or a thrown error. */
@@ -42,7 +40,7 @@ export class Cluster {
       headers: { authorization: `Bearer ${this.adminToken}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
       ...(body !== undefined && { body: JSON.stringify(body) }),
     })
-    return answer(res)
+    return toResult(res)
   }
 
   async createClient(srv: Instance, settings: Record<string, unknown>): Promise<Credentials> {

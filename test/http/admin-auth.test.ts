@@ -6,7 +6,7 @@ import { SignJWT, generateKeyPair } from 'jose'
 import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/log.js'
 import { startServer, type RunningServer } from '../../src/server.js'
-import { TestClock, backend, basic, decodeJwt, isolatedDatabase, startTestServer, type HttpResult, assertOAuthError } from '../helpers/server.js'
+import { TestClock, backend, basic, decodeJwt, isolatedDatabase, startTestServer, toResult, type HttpResult, assertOAuthError } from '../helpers/server.js'
 
 const clock = new TestClock()
 const srv = await startTestServer(t, {}, { clock })
@@ -18,13 +18,7 @@ function assertUnauthorized(t: Test, r: HttpResult) {
 }
 
 async function adminGet(path: string, authorization: string | undefined, base = srv.adminUrl): Promise<HttpResult> {
-  const res = await fetch(`${base}${path}`, { headers: authorization === undefined ? {} : { authorization } })
-  const text = await res.text()
-  let body: unknown = text
-  try {
-    body = text === '' ? undefined : JSON.parse(text)
-  } catch {}
-  return { status: res.status, headers: res.headers, body, text }
+  return toResult(await fetch(`${base}${path}`, { headers: authorization === undefined ? {} : { authorization } }))
 }
 
 async function tokenFor(auth: [string, string], scope?: string): Promise<string> {

@@ -10,11 +10,9 @@ const app = await srv.createClient({ audiences: ['https://api.example'] })
 const userId = await srv.createUser('alice', 'alice password')
 const FORM = 'application/x-www-form-urlencoded'
 
-const result = toResult
-
 /** A public endpoint with a body sent byte for byte. */
 async function postRaw(path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<HttpResult> {
-  return result(await fetch(`${srv.url}${path}`, { method: 'POST', headers: { 'content-type': FORM, ...headers }, body }))
+  return toResult(await fetch(`${srv.url}${path}`, { method: 'POST', headers: { 'content-type': FORM, ...headers }, body }))
 }
 
 /** An admin request with a body sent byte for byte. */
@@ -24,7 +22,7 @@ async function adminRaw(method: string, path: string, body?: string | Buffer, he
     headers: { authorization: `Bearer ${await srv.adminToken()}`, 'content-type': 'application/json', ...headers },
     ...(body !== undefined && { body }),
   })
-  return result(res)
+  return toResult(res)
 }
 
 const bytes = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))))
@@ -146,7 +144,7 @@ t.test('the client id and secret of a Basic header are checked like the form par
 })
 
 t.test('a URL must be percent-encoded UTF-8, on both listeners', async (t) => {
-  refused(t, await result(await fetch(`${srv.url}/jwks?x=%FF`)), /the URL has a percent-encoded sequence that is not UTF-8/)
+  refused(t, await toResult(await fetch(`${srv.url}/jwks?x=%FF`)), /the URL has a percent-encoded sequence that is not UTF-8/)
   refused(t, await postRaw('/token?x=%E2%82', 'grant_type=client_credentials', { authorization: basic(...app.auth) }), /the URL/)
   refused(t, await adminRaw('GET', '/admin/users?username=al%FFice'), /the URL has a percent-encoded/)
   refused(t, await adminRaw('GET', '/admin/clients/a%FFb'), /the URL has a percent-encoded/)

@@ -11,7 +11,7 @@ import { clientView, userView } from '../../src/http/admin.js'
 import { metadata } from '../../src/http/public.js'
 import { DocumentedAnswers, servedDocument } from '../helpers/openapi.js'
 import { keyPair, proof } from '../helpers/jwt-clients.js'
-import { assertOAuthError, decodeJwt, startTestServer, type HttpResult } from '../helpers/server.js'
+import { assertOAuthError, decodeJwt, startTestServer, toResult, type HttpResult } from '../helpers/server.js'
 
 const srv = await startTestServer(t, { CLIENT_AUTH_FAILURES: '2', LOGIN_FREE_FAILURES: '1' })
 const doc = new DocumentedAnswers(await servedDocument(srv))
@@ -25,13 +25,7 @@ const key = await keyPair()
 const htu = `${srv.issuer}/token`
 
 async function adminRaw(method: string, path: string, headers: Record<string, string>): Promise<HttpResult> {
-  const res = await fetch(`${srv.adminUrl}${path}`, { method, headers })
-  const text = await res.text()
-  let body: unknown = text
-  try {
-    body = text === '' ? undefined : JSON.parse(text)
-  } catch {}
-  return { status: res.status, headers: res.headers, body, text }
+  return toResult(await fetch(`${srv.adminUrl}${path}`, { method, headers }))
 }
 
 t.test('POST /token: every grant, with and without DPoP', async (t) => {
