@@ -3,6 +3,7 @@
 import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { LIMITS } from './input.js'
+import { DEFAULT_VIEW_BOUNDS } from './view/view.js'
 
 export type SigningAlg = 'ES256' | 'EdDSA' | 'RS256' | 'PS256'
 export const SIGNING_ALGS: readonly SigningAlg[] = ['ES256', 'EdDSA', 'RS256', 'PS256']
@@ -21,6 +22,8 @@ export interface Config {
   databaseTimeoutMs: number
   /** Whether to answer the hot paths from the in-memory view (src/view/) while it is fresh. */
   serveFromMemory: boolean
+  /** How much of the state the view holds (src/view/view.ts): beyond it, the database is read. */
+  viewBounds: { clients: number; revocations: number }
   dataDir: string
   /** 32 bytes; undefined in embedded mode means "generate or load from DATA_DIR". */
   keyEncryptionKey: Buffer | undefined
@@ -162,6 +165,10 @@ export function loadConfig(env: Env = process.env): Config {
     databaseListenUrl: postgresUrl(env, 'DATABASE_LISTEN_URL') ?? databaseUrl,
     databaseTimeoutMs: int(env, 'DATABASE_TIMEOUT_MS', 5000, 100, 600_000),
     serveFromMemory: bool(env, 'SERVE_FROM_MEMORY', true),
+    viewBounds: {
+      clients: int(env, 'VIEW_CLIENTS', DEFAULT_VIEW_BOUNDS.clients, 1, 10_000_000),
+      revocations: int(env, 'VIEW_REVOCATIONS', DEFAULT_VIEW_BOUNDS.revocations, 1, 100_000_000),
+    },
     dataDir: str(env, 'DATA_DIR') ?? './data',
     keyEncryptionKey,
     bootstrapAdmin:

@@ -74,7 +74,7 @@ export function createTessera(opts: {
   const { config, clock, log } = opts
   const tracing = opts.tracing ?? noTracing
   const { db } = opts.database
-  const view = new MemoryView()
+  const view = new MemoryView(config.viewBounds)
   const metrics = new Metrics(config.metricsClientSeries)
   const audit = new AuditService(db, clock, log.child({ component: 'audit' }), metrics, {
     retentionDays: config.auditRetentionDays,

@@ -50,6 +50,8 @@ export function settings(config: Config, env: Env, envFile: EnvFile | undefined)
     ['DATABASE_LISTEN_URL', config.databaseListenUrl === undefined ? null : redactUrl(config.databaseListenUrl)],
     ['DATABASE_TIMEOUT_MS', String(config.databaseTimeoutMs)],
     ['SERVE_FROM_MEMORY', String(config.serveFromMemory)],
+    ['VIEW_CLIENTS', String(config.viewBounds.clients)],
+    ['VIEW_REVOCATIONS', String(config.viewBounds.revocations)],
     ['DATA_DIR', embedded ? config.dataDir : { value: config.dataDir, note: 'unused with DATABASE_URL' }],
     ['KEY_ENCRYPTION_KEY', kek()],
     ['BOOTSTRAP_ADMIN_CLIENT_ID', config.bootstrapAdmin?.clientId ?? null],

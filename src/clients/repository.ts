@@ -1,4 +1,4 @@
-import type { Selectable } from 'kysely'
+import { sql, type Selectable } from 'kysely'
 import type { ClientsTable, Executor } from '../db/schema.js'
 import type { ClientAlg } from '../oauth/jws.js'
 
@@ -109,9 +109,12 @@ export const clientRepository = {
     return row && toClient(row)
   },
 
-  /** Every client: what each instance holds in memory (src/view/). */
-  async all(db: Executor): Promise<Client[]> {
-    return (await db.selectFrom('clients').selectAll().execute()).map(toClient)
+  /** The clients of these ids that exist (a reload of the view's cache, src/view/). */
+  async findMany(db: Executor, clientIds: string[]): Promise<Client[]> {
+    if (clientIds.length === 0) return []
+    // One array parameter: a list of parameters would stop at Postgres' 65,535.
+    const rows = await db.selectFrom('clients').selectAll().where(sql<boolean>`client_id = any(${clientIds}::text[])`).execute()
+    return rows.map(toClient)
   },
 
   /** Clients ordered by id, starting after the given id. */

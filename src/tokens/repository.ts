@@ -262,17 +262,28 @@ export const tokenRepository = {
   },
 
   /** The deny-listed access tokens that have not expired yet, with their expiry. */
-  async deniedJtis(db: Executor, now: Date): Promise<Array<{ jti: string; until: Date }>> {
-    return db.selectFrom('revoked_access_tokens').select(['jti', 'expires_at as until']).where('expires_at', '>', now).execute()
+  async deniedJtis(db: Executor, now: Date, limit: number): Promise<Array<{ jti: string; until: Date }>> {
+    return db
+      .selectFrom('revoked_access_tokens')
+      .select(['jti', 'expires_at as until'])
+      .where('expires_at', '>', now)
+      .orderBy('expires_at', 'desc')
+      .limit(limit)
+      .execute()
   },
 
-  /** The revoked grants whose tokens may not have expired yet, with the time they all will have. */
-  async revokedGrants(db: Executor, now: Date): Promise<Array<{ id: string; until: Date }>> {
+  /**
+   * The revoked grants whose tokens may not have expired yet, with the time they all will have;
+   * the `limit` that end latest.
+   */
+  async revokedGrants(db: Executor, now: Date, limit: number): Promise<Array<{ id: string; until: Date }>> {
     return db
       .selectFrom('grants')
       .select(['id', 'expires_at as until'])
       .where('revoked_at', 'is not', null)
       .where('expires_at', '>', now)
+      .orderBy('expires_at', 'desc')
+      .limit(limit)
       .execute()
   },
 

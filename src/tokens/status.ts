@@ -65,10 +65,11 @@ export class TokenStatus {
     const { claims, kid } = verified
     // client_credentials tokens have the client as subject and belong to no grant.
     const ref = { jti: claims.jti, clientId: claims.client_id, userId: claims.sid !== undefined ? claims.sub : undefined, grantId: claims.sid }
+    const expMs = claims.exp * 1000
 
     // From memory: no await between the freshness check and the answer.
     if (this.view.isFresh()) {
-      const facts = this.view.tokenFacts(ref)
+      const facts = this.view.tokenFacts({ ...ref, expMs })
       const caller = callerId === undefined ? undefined : this.view.client(callerId)
       if (facts !== UNKNOWN && (callerId === undefined || caller !== UNKNOWN)) {
         return {

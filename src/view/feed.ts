@@ -304,15 +304,15 @@ export class ChangeFeed implements ChangeWriter {
     const head = await changeRepository.head(db)
     const now = this.clock.now()
     const [clients, deniedJtis, revokedGrants] = await Promise.all([
-      clientRepository.all(db),
-      tokenRepository.deniedJtis(db, now),
-      tokenRepository.revokedGrants(db, now),
+      clientRepository.findMany(db, this.view.cachedClientIds()),
+      tokenRepository.deniedJtis(db, now, this.view.revocationRows),
+      tokenRepository.revokedGrants(db, now, this.view.revocationRows),
       this.keys.reload(),
     ])
     this.view.replace({
       clients,
-      deniedJtis: new Map(deniedJtis.map((d) => [d.jti, d.until.getTime()])),
-      revokedGrants: new Map(revokedGrants.map((g) => [g.id, g.until.getTime()])),
+      deniedJtis: deniedJtis.map((d) => ({ id: d.jti, untilMs: d.until.getTime() })),
+      revokedGrants: revokedGrants.map((g) => ({ id: g.id, untilMs: g.until.getTime() })),
     })
     this.applied = head
     this.lastHead = Math.max(this.lastHead, head)

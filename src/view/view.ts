@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { LRUCache } from 'lru-cache'
 import type { Client } from '../clients/repository.js'
+import { BoundedRevocations } from './revocations.js'
 
 /** What the view knows of a user: enough to answer introspection. */
 export interface UserState {
@@ -25,6 +26,19 @@ export interface TokenFacts {
   grantRevoked: boolean
 }
 
+/**
+ * How much of the state one instance holds in memory (VIEW_CLIENTS, VIEW_REVOCATIONS). Beyond it
+ * the view answers UNKNOWN and the caller reads the database: a bound costs reads, never answers.
+ */
+export interface ViewBounds {
+  /** Client records kept (a cache: the others are read when used, then kept). */
+  clients: number
+  /** Deny-listed jtis kept, and as many revoked grants (src/view/revocations.ts). */
+  revocations: number
+}
+
+export const DEFAULT_VIEW_BOUNDS: ViewBounds = { clients: 10_000, revocations: 250_000 }
+
 // Users are cached, not loaded whole: a deployment may have millions. The entries that matter
 // (those whose tokens are being introspected) stay; a miss reads the database.
 const USER_CACHE_SIZE = 50_000
@@ -33,27 +47,34 @@ const USER_CACHE_SIZE = 50_000
 const TOMBSTONE_CACHE_SIZE = 10_000
 
 /**
- * What the hot paths need, held in memory by each instance: every client record, and the
- * complete negative state of live tokens (deny-listed jtis and revoked grants, until they would
- * have expired anyway), plus a bounded cache of users. Only the change feed (src/view/feed.ts)
+ * What the hot paths need, held in memory by each instance: the negative state of live tokens
+ * (deny-listed jtis and revoked grants, until they would have expired anyway; complete for every
+ * token that expires after what a full set dropped), and bounded caches of clients and users. Only the change feed (src/view/feed.ts)
  * writes it, in sequence order; readers ask isFresh() first, at the moment of use, and read the
  * database instead when it says no.
  *
- * A lookup answers UNKNOWN when the view has no record (a client created on another instance a
- * moment ago, a user not cached): the caller reads the database and may offer the result back.
+ * A lookup answers UNKNOWN when the view has no record (a client or user not cached, among them
+ * one created on another instance a moment ago) or a revocation set dropped what could concern the
+ * token: the caller reads the database and may offer the record back.
  */
 export class MemoryView {
-  private clients = new Map<string, Client>()
+  private readonly clients: LRUCache<string, Client>
   private readonly deletedClients = new LRUCache<string, true>({ max: TOMBSTONE_CACHE_SIZE })
   private readonly users = new LRUCache<string, UserState | typeof GONE>({ max: USER_CACHE_SIZE })
   /** jti → when the token expires (ms). */
-  private deniedJtis = new Map<string, number>()
+  private readonly deniedJtis: BoundedRevocations
   /** grant id → until when its revocation matters (ms). */
-  private revokedGrants = new Map<string, number>()
+  private readonly revokedGrants: BoundedRevocations
   /** Lease deadline on the monotonic clock (performance.now()); 0: no lease. */
   private leaseDeadline = 0
   /** Bumped by every change applied, so that a database read started before one is not cached after it. */
   private generation = 0
+
+  constructor(readonly bounds: ViewBounds = DEFAULT_VIEW_BOUNDS) {
+    this.clients = new LRUCache({ max: bounds.clients })
+    this.deniedJtis = new BoundedRevocations(bounds.revocations)
+    this.revokedGrants = new BoundedRevocations(bounds.revocations)
+  }
 
   /**
    * Whether memory is the truth right now: this instance holds a lease, which it renews only
@@ -88,10 +109,14 @@ export class MemoryView {
   }
 
   /**
-   * The revocation facts about an access token, or UNKNOWN when the view lacks its client or
-   * (for a user's token) its user.
+   * The revocation facts about an access token expiring at `expMs`, or UNKNOWN when the view lacks
+   * its client, (for a user's token) its user, or the revocations that could concern it.
    */
-  tokenFacts(t: { jti: string; clientId: string; userId: string | undefined; grantId: string | undefined }): TokenFacts | undefined {
+  tokenFacts(t: { jti: string; clientId: string; userId: string | undefined; grantId: string | undefined; expMs: number }): TokenFacts | undefined {
+    const denied = this.deniedJtis.has(t.jti, t.expMs)
+    if (denied === UNKNOWN) return UNKNOWN
+    const grantRevoked = t.grantId === undefined ? false : this.revokedGrants.has(t.grantId, t.expMs)
+    if (grantRevoked === UNKNOWN) return UNKNOWN
     const client = this.client(t.clientId)
     if (client === UNKNOWN) return UNKNOWN
     let user: UserState | typeof GONE | undefined
@@ -101,13 +126,13 @@ export class MemoryView {
     }
     const live = user !== undefined && user !== GONE ? user : undefined
     return {
-      denied: this.deniedJtis.has(t.jti),
+      denied,
       clientExists: client !== GONE,
       clientRevokedAt: client === GONE ? null : client.tokensRevokedAt,
       userExists: live !== undefined,
       userDisabled: live?.disabled ?? false,
       username: live?.username ?? null,
-      grantRevoked: t.grantId !== undefined && this.revokedGrants.has(t.grantId),
+      grantRevoked,
     }
   }
 
@@ -125,24 +150,45 @@ export class MemoryView {
 
   // --- writes (the change feed only) ---
 
-  /** Replaces the whole view with what a full read of the database found. */
-  replace(state: { clients: Client[]; deniedJtis: Map<string, number>; revokedGrants: Map<string, number> }): void {
+  /** The ids of the clients held, to read again on a reload so that they stay warm. */
+  cachedClientIds(): string[] {
+    return [...this.clients.keys()]
+  }
+
+  /**
+   * Rows a reload should read of each revocation set: one past the bound, so that replace() can
+   * tell a set that fits from one that does not.
+   */
+  get revocationRows(): number {
+    return this.bounds.revocations + 1
+  }
+
+  /**
+   * Replaces the whole view with what a read of the database found: some clients (those it held,
+   * read again), and the revocations ending latest, `revocationRows` of each at most.
+   */
+  replace(state: {
+    clients: Client[]
+    deniedJtis: ReadonlyArray<{ id: string; untilMs: number }>
+    revokedGrants: ReadonlyArray<{ id: string; untilMs: number }>
+  }): void {
     this.generation++
-    this.clients = new Map(state.clients.map((c) => [c.clientId, c]))
+    this.clients.clear()
+    for (const c of state.clients) this.clients.set(c.clientId, c)
     this.deletedClients.clear()
     this.users.clear()
-    this.deniedJtis = state.deniedJtis
-    this.revokedGrants = state.revokedGrants
+    this.deniedJtis.replace(state.deniedJtis)
+    this.revokedGrants.replace(state.revokedGrants)
   }
 
   denyJti(jti: string, untilMs: number): void {
     this.generation++
-    this.deniedJtis.set(jti, untilMs)
+    this.deniedJtis.add(jti, untilMs)
   }
 
   revokeGrant(grantId: string, untilMs: number): void {
     this.generation++
-    this.revokedGrants.set(grantId, untilMs)
+    this.revokedGrants.add(grantId, untilMs)
   }
 
   /** The client as the database has it now; undefined: deleted. */
@@ -165,12 +211,17 @@ export class MemoryView {
 
   /** Forgets revocations of tokens that have expired anyway. */
   prune(nowMs: number): void {
-    for (const [jti, until] of this.deniedJtis) if (until <= nowMs) this.deniedJtis.delete(jti)
-    for (const [id, until] of this.revokedGrants) if (until <= nowMs) this.revokedGrants.delete(id)
+    this.deniedJtis.prune(nowMs)
+    this.revokedGrants.prune(nowMs)
   }
 
   /** Sizes, for metrics and the readiness report. */
   get size() {
     return { clients: this.clients.size, deniedJtis: this.deniedJtis.size, revokedGrants: this.revokedGrants.size, users: this.users.size }
+  }
+
+  /** Tokens expiring at or before these times (ms) are checked in the database; -Infinity: none. */
+  get spilledUntil() {
+    return { deniedJtis: this.deniedJtis.spilledUntil, revokedGrants: this.revokedGrants.spilledUntil }
   }
 }
