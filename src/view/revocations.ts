@@ -43,7 +43,7 @@ export class BoundedRevocations {
     const known = this.entries.get(id)
     if (known !== undefined && known >= untilMs) return
     this.entries.set(id, untilMs)
-    if (this.entries.size > this.bound) this.spill(this.bound - Math.floor(this.bound * KEEP_FRACTION))
+    if (this.entries.size > this.bound) this.spill(this.entries.size - Math.floor(this.bound * KEEP_FRACTION))
   }
 
   /**
