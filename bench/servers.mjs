@@ -123,10 +123,20 @@ async function waitReady(url, handle, timeoutMs = 60_000) {
  * LOG_LEVEL defaults to `warn`: at `info` Tessera writes one line per request and oidc-provider
  * logs nothing, so `info` would measure pino, not OAuth.
  */
-export async function startTessera({ name, databaseUrl, dataDir, webConcurrency, logLevel = 'warn', nodeArgs = [], env: extraEnv = {} }) {
+export async function startTessera({
+  name,
+  databaseUrl,
+  dataDir,
+  webConcurrency,
+  logLevel = 'warn',
+  nodeArgs = [],
+  env: extraEnv = {},
+  // Several instances over one database share these (bench/revocation-storm.mjs).
+  keyEncryptionKey = randomBytes(32).toString('base64'),
+  adminSecret = randomBytes(24).toString('base64url'),
+}) {
   const [port, adminPort] = [await freePort(), await freePort()]
   const adminId = 'bench-admin'
-  const adminSecret = randomBytes(24).toString('base64url')
   const env = {
     PATH: process.env.PATH ?? '',
     HOST: '127.0.0.1',
@@ -148,7 +158,7 @@ export async function startTessera({ name, databaseUrl, dataDir, webConcurrency,
     ...extraEnv,
     ...(databaseUrl === undefined
       ? { DATA_DIR: dataDir }
-      : { DATABASE_URL: databaseUrl, KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64') }),
+      : { DATABASE_URL: databaseUrl, KEY_ENCRYPTION_KEY: keyEncryptionKey }),
   }
   const child = spawn(process.execPath, [...nodeArgs, tesseraCli, 'serve'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
   const handle = track(child, name)
