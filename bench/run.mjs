@@ -14,6 +14,9 @@ import os from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { basic, form, FORM, RESOURCE, SCOPE, scenarios as ALL_SCENARIOS } from './scenarios.mjs'
+import { caseSettings } from './cases.mjs'
+import { run as runRevocationStorm } from './revocation-storm.mjs'
+import { run as runSeeded } from './seeded.mjs'
 import {
   killAllNow,
   peakRss,
@@ -54,6 +57,12 @@ const subset = (name, known) => {
   return { ids, explicit: true }
 }
 
+/** Cases on Postgres with a report of their own (bench/cases.mjs), run after the scenarios. */
+const CASES = [
+  { id: 'seeded', run: runSeeded },
+  { id: 'revocation_storm', run: runRevocationStorm },
+]
+
 /** The servers a run may include, ours first. `peer` ones are what a scenario's ratio is taken against. */
 const SERVER_KINDS = [
   { id: 'pg1', side: 'ours', label: 'Tessera · Postgres · WEB_CONCURRENCY=1', postgres: true, webConcurrency: 1 },
@@ -71,7 +80,7 @@ function readSettings() {
     rounds: positive('BENCH_ROUNDS', 3, { integer: true }),
     tesseraLogLevel: process.env.BENCH_TESSERA_LOG_LEVEL || 'warn',
     out: process.env.BENCH_OUT === '-' ? undefined : (process.env.BENCH_OUT || join(root, 'bench', 'results.md')),
-    scenarios: subset('BENCH_SCENARIOS', ALL_SCENARIOS.map((s) => s.id)),
+    scenarios: subset('BENCH_SCENARIOS', [...ALL_SCENARIOS.map((s) => s.id), ...CASES.map((c) => c.id)]),
     servers: subset('BENCH_SERVERS', SERVER_KINDS.map((k) => k.id)),
     argon2Threads: 4,
     // Tessera's default HASH_CONCURRENCY with one worker: a core is left for the event loop.
@@ -593,13 +602,14 @@ async function main() {
   const cpus = os.cpus()
   const scenarioList = ALL_SCENARIOS.filter((s) => settings.scenarios.ids.includes(s.id))
   let kinds = SERVER_KINDS.filter((k) => settings.servers.ids.includes(k.id))
+  const cases = CASES.filter((c) => settings.scenarios.ids.includes(c.id))
 
   const postgres = kinds.some((k) => k.postgres) ? await findPostgres() : { skipped: 'no Postgres server selected' }
   if (postgres.skipped && kinds.some((k) => k.postgres)) {
     if (settings.servers.explicit) throw new Error(`BENCH_SERVERS asks for Tessera on Postgres, but Postgres is unusable: ${postgres.skipped}`)
     kinds = kinds.filter((k) => !k.postgres)
   }
-  if (!kinds.some((k) => k.side === 'ours')) throw new Error('no Tessera server selected (BENCH_SERVERS)')
+  if (!kinds.some((k) => k.side === 'ours') && scenarioList.length > 0) throw new Error('no Tessera server selected (BENCH_SERVERS)')
 
   const plan = scenarioList.map((scenario) => ({
     scenario,
@@ -671,6 +681,20 @@ async function main() {
         await t.server.stop()
         await t.server.release?.()
       }
+    }
+  }
+
+  if (cases.length > 0) {
+    const pgForCases = postgres.base !== undefined ? postgres : await findPostgres()
+    const caseRun = { ...caseSettings(), duration: settings.duration, warmup: settings.warmup, connections: settings.connections, logLevel: settings.tesseraLogLevel }
+    for (const c of cases) {
+      if (pgForCases.base === undefined) {
+        sections.push(`## \`${c.id}\`\n\nNot run: it needs Postgres (${pgForCases.skipped}).\n`)
+        continue
+      }
+      const r = await c.run({ base: pgForCases.base, log, settings: caseRun })
+      sections.push(r.section)
+      failures.push(...r.failures)
     }
   }
 

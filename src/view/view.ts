@@ -49,9 +49,9 @@ const TOMBSTONE_CACHE_SIZE = 10_000
 /**
  * What the hot paths need, held in memory by each instance: the negative state of live tokens
  * (deny-listed jtis and revoked grants, until they would have expired anyway; complete for every
- * token that expires after what a full set dropped), and bounded caches of clients and users. Only the change feed (src/view/feed.ts)
- * writes it, in sequence order; readers ask isFresh() first, at the moment of use, and read the
- * database instead when it says no.
+ * token that expires after what a full set dropped), and bounded caches of clients and users.
+ * Only the change feed (src/view/feed.ts) writes it, in sequence order; readers ask isFresh()
+ * first, at the moment of use, and read the database instead when it says no.
  *
  * A lookup answers UNKNOWN when the view has no record (a client or user not cached, among them
  * one created on another instance a moment ago) or a revocation set dropped what could concern the
