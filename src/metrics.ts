@@ -26,6 +26,15 @@ export interface FeedStats {
 
 export const FEED_STATES: readonly FeedStats['state'][] = ['leased', 'behind', 'disconnected', 'off', 'stopped']
 
+export const VIEW_SETS = ['clients', 'users', 'denied_jtis', 'revoked_grants'] as const
+export type ViewSet = (typeof VIEW_SETS)[number]
+
+/** What the in-memory view holds, by set, and the most it will hold (src/view/view.ts). */
+export interface ViewStats {
+  entries: Record<ViewSet, number>
+  limits: Record<ViewSet, number>
+}
+
 /** A live signing key's state and since when it has been in it. */
 export interface KeyStats {
   keys: Array<{ state: 'next' | 'active' | 'retired'; since: Date }>
@@ -90,6 +99,7 @@ export class Metrics {
     /** Undefined on the embedded database, which has one session and no pool. */
     pool: (): PoolStats | undefined => undefined,
     feed: (): FeedStats | undefined => undefined,
+    view: (): ViewStats | undefined => undefined,
     keys: (): KeyStats | undefined => undefined,
     /** The same checks as GET /readyz. */
     readiness: async (): Promise<boolean> => false,
@@ -232,6 +242,30 @@ export class Metrics {
     collect: () => {
       const feed = this.sources.feed()
       if (feed !== undefined) this.feedApplied.set(feed.appliedSeq)
+    },
+  })
+
+  readonly viewEntries = new Gauge({
+    name: 'tessera_view_entries',
+    aggregator: 'max',
+    help: 'Records the in-memory view holds, by set; at its limit, what is beyond it is read from the database',
+    labelNames: ['set'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const view = this.sources.view()
+      if (view !== undefined) for (const set of VIEW_SETS) this.viewEntries.set({ set }, view.entries[set])
+    },
+  })
+
+  readonly viewLimits = new Gauge({
+    name: 'tessera_view_entries_limit',
+    aggregator: 'max',
+    help: 'The most records the in-memory view holds, by set (VIEW_CLIENTS, VIEW_REVOCATIONS)',
+    labelNames: ['set'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const view = this.sources.view()
+      if (view !== undefined) for (const set of VIEW_SETS) this.viewLimits.set({ set }, view.limits[set])
     },
   })
 

@@ -129,6 +129,7 @@ export function createTessera(opts: {
   )
   feed = new ChangeFeed(opts.database, db, view, keys, clock, { serveFromMemory: config.serveFromMemory }, log.child({ component: 'feed' }), tracing)
   const changeFeed = feed
+  metrics.sources.view = () => view.stats
   metrics.sources.feed = () => ({ state: changeFeed.state, lag: changeFeed.lag, appliedSeq: changeFeed.appliedSeq })
   metrics.sources.keys = () => ({
     keys: keys.states(),

@@ -220,6 +220,15 @@ export class MemoryView {
     return { clients: this.clients.size, deniedJtis: this.deniedJtis.size, revokedGrants: this.revokedGrants.size, users: this.users.size }
   }
 
+  /** What it holds and the most it will, by set, for the metrics. */
+  get stats() {
+    const { clients, users, deniedJtis, revokedGrants } = this.size
+    return {
+      entries: { clients, users, denied_jtis: deniedJtis, revoked_grants: revokedGrants },
+      limits: { clients: this.bounds.clients, users: USER_CACHE_SIZE, denied_jtis: this.bounds.revocations, revoked_grants: this.bounds.revocations },
+    }
+  }
+
   /** Tokens expiring at or before these times (ms) are checked in the database; -Infinity: none. */
   get spilledUntil() {
     return { deniedJtis: this.deniedJtis.spilledUntil, revokedGrants: this.revokedGrants.spilledUntil }

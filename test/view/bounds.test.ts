@@ -5,6 +5,7 @@
 // because the view answers UNKNOWN for it and the database is read.
 import { sql } from 'kysely'
 import t from 'tap'
+import { parseMetrics } from '../helpers/metrics.js'
 import { TestClock, decodeJwt, startTestServer } from '../helpers/server.js'
 
 const API = 'https://api.example'
@@ -126,4 +127,17 @@ t.test('a reload that finds more revocations than the bound keeps the latest-end
   t.ok(view.size.deniedJtis <= 2)
   for (const [i, token] of tokens.entries()) t.equal(await active(token), false, `revoked token ${i + 1}`)
   t.equal(await active(live), true, 'live token')
+})
+
+t.test('the metrics show each set against its limit', async (t) => {
+  const r = await srv.admin('GET', '/metrics')
+  t.equal(r.status, 200)
+  const m = parseMetrics(r.text)
+  t.same(
+    Object.fromEntries(['clients', 'users', 'denied_jtis', 'revoked_grants'].map((set) => [set, m.value('tessera_view_entries_limit', { set })])),
+    { clients: 2, users: 50_000, denied_jtis: 2, revoked_grants: 2 },
+  )
+  t.equal(m.value('tessera_view_entries', { set: 'denied_jtis' }), view.size.deniedJtis)
+  t.equal(m.value('tessera_view_entries', { set: 'revoked_grants' }), view.size.revokedGrants)
+  t.ok(m.value('tessera_view_entries', { set: 'clients' })! <= 2)
 })
