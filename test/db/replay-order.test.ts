@@ -19,7 +19,9 @@ if (database === undefined) {
 } else {
   const log = createLogger('silent')
   const handles: DatabaseHandle[] = []
-  // Each instance's sessions are named, so that the test can see when both are waiting.
+  // Each instance's sessions are named (after this file's schema, so that another run of it is
+  // not counted), so that the test can see when both are waiting.
+  const run = /search_path=(\w+)/.exec(new URL(database.url).searchParams.get('options') ?? '')?.[1] ?? 'here'
   const open = async (name: string) => {
     const url = new URL(database.url)
     url.searchParams.set('application_name', name)
@@ -27,7 +29,7 @@ if (database === undefined) {
     handles.push(handle)
     return handle.db
   }
-  const [one, two] = [await open('replay-order one'), await open('replay-order two')]
+  const [one, two] = [await open(`replay-order ${run} one`), await open(`replay-order ${run} two`)]
   await migrate(one)
   const side = new pg.Client({ connectionString: database.url, application_name: 'replay-order side' })
   await side.connect()
@@ -56,7 +58,8 @@ if (database === undefined) {
     for (;;) {
       const { rows } = await watch.query(
         `select count(*)::int as n from pg_stat_activity
-          where application_name in ('replay-order one', 'replay-order two') and wait_event_type = 'Lock' and datname = current_database()`,
+          where application_name in ($1, $2) and wait_event_type = 'Lock' and datname = current_database()`,
+        [`replay-order ${run} one`, `replay-order ${run} two`],
       )
       if (rows[0].n >= 2) break
       await new Promise((resolve) => setTimeout(resolve, 20))
