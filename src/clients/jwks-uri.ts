@@ -4,7 +4,7 @@
 // in (SSRF): https only; the address is checked as the connection is made, after DNS, so a name
 // that resolves to a private address (or rebinds to one) is refused; no redirects; a size cap and
 // a short timeout; and at most one fetch per URL per cool-down, whatever callers ask.
-import { BlockList, isIP } from 'node:net'
+import { isIP } from 'node:net'
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
@@ -98,21 +98,10 @@ export class RemoteJwks {
 
 /** One GET of a JWK Set, under every restriction above. */
 export function fetchJwks(uri: string, settings: RemoteJwksSettings): Promise<JwkSet> {
-  let url: URL
-  try {
-    url = new URL(uri)
-  } catch {
-    return Promise.reject(new JwksFetchError('jwks_uri is not a URL'))
-  }
+  const refused = refusedJwksUri(uri, settings.allowInsecure)
+  if (refused !== undefined) return Promise.reject(new JwksFetchError(refused))
+  const url = new URL(uri)
   const secure = url.protocol === 'https:'
-  if (!secure && !(settings.allowInsecure && url.protocol === 'http:')) {
-    return Promise.reject(new JwksFetchError('jwks_uri is not https'))
-  }
-  // An address in the URL itself is never looked up, so it is checked here.
-  const literal = url.hostname.replace(/^\[(.*)\]$/, '$1')
-  if (!settings.allowInsecure && isIP(literal) !== 0 && !isPublicAddress(literal)) {
-    return Promise.reject(new JwksFetchError(`jwks_uri names a non-public address (${literal})`))
-  }
   return new Promise((resolve, reject) => {
     const fail = (message: string) => reject(new JwksFetchError(message))
     const request = (secure ? httpsRequest : httpRequest)(
@@ -122,13 +111,20 @@ export function fetchJwks(uri: string, settings: RemoteJwksSettings): Promise<Jw
         headers: { accept: 'application/jwk-set+json, application/json' },
         agent: false,
         signal: AbortSignal.timeout(settings.timeoutMs),
-        ...(!settings.allowInsecure && { lookup: publicOnlyLookup }),
+        ...(!settings.allowInsecure && { lookup: publicOnlyLookup() }),
       },
       (res) => {
         // No redirects are followed: a 3xx is as good as an error.
         if (res.statusCode !== 200) {
           res.resume()
           return fail(`jwks_uri answered ${res.statusCode}`)
+        }
+        // A JWK Set says so (RFC 7517 §8.5.1): an HTML page or a text file that happens to parse
+        // is not one, nor is whatever else a misconfigured host serves at that path.
+        const type = (res.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
+        if (type !== 'application/jwk-set+json' && type !== 'application/json') {
+          res.resume()
+          return fail(`jwks_uri answered ${type === '' ? 'without a content type' : type}, not a JWK Set`)
         }
         const declared = Number(res.headers['content-length'])
         if (Number.isFinite(declared) && declared > settings.maxBytes) {
@@ -176,71 +172,135 @@ function parseJwkSet(text: string): JwkSet {
 }
 
 // Addresses no jwks_uri may reach: this host, private networks, link-local and unique-local
-// ranges, multicast, and the special-purpose blocks (RFC 6890) that lead to any of them.
-const NON_PUBLIC = new BlockList()
-for (const [net, prefix] of [
-  ['0.0.0.0', 8],
+// ranges, multicast, and every block of the IANA special-purpose registries (RFC 6890 and its
+// updates), several of which lead to any of the others. Checked by hand, bit by bit: node's
+// BlockList also applies an IPv6 rule for ::ffff:0:0/96 to every IPv4 address, which once made
+// this list refuse them all.
+const NON_PUBLIC_V4: readonly (readonly [string, number])[] = [
+  ['0.0.0.0', 8], // this network
   ['10.0.0.0', 8],
-  ['100.64.0.0', 10],
+  ['100.64.0.0', 10], // shared address space (carrier-grade NAT)
   ['127.0.0.0', 8],
   ['169.254.0.0', 16],
   ['172.16.0.0', 12],
-  ['192.0.0.0', 24],
-  ['192.0.2.0', 24],
-  ['192.88.99.0', 24],
+  ['192.0.0.0', 24], // IETF protocol assignments (DS-Lite, NAT64 discovery, anycast services)
+  ['192.0.2.0', 24], // documentation
+  ['192.31.196.0', 24], // AS112
+  ['192.52.193.0', 24], // AMT
+  ['192.88.99.0', 24], // 6to4 relay anycast
   ['192.168.0.0', 16],
-  ['198.18.0.0', 15],
+  ['192.175.48.0', 24], // AS112 direct delegation
+  ['198.18.0.0', 15], // benchmarking
   ['198.51.100.0', 24],
   ['203.0.113.0', 24],
-  ['224.0.0.0', 4],
-  ['240.0.0.0', 4],
-] as const) {
-  NON_PUBLIC.addSubnet(net, prefix, 'ipv4')
-}
-for (const [net, prefix] of [
-  // Unspecified, loopback and IPv4-compatible; IPv4-mapped (an IPv4 address in IPv6 clothes).
+  ['224.0.0.0', 4], // multicast
+  ['240.0.0.0', 4], // reserved, and the limited broadcast address
+]
+const NON_PUBLIC_V6: readonly (readonly [string, number])[] = [
+  // Unspecified, loopback and IPv4-compatible; IPv4-mapped addresses are judged as the IPv4
+  // address they carry (below), and IPv4-translated ones (::ffff:0:0:0/96) are refused.
   ['::', 96],
-  ['::ffff:0:0', 96],
-  // NAT64 (they lead to IPv4 addresses, private ones included), discard-only, Teredo, 6to4.
+  ['::ffff:0:0:0', 96],
+  // NAT64 (they lead to IPv4 addresses, private ones included), discard-only, dummy prefix.
   ['64:ff9b::', 96],
   ['64:ff9b:1::', 48],
   ['100::', 64],
-  ['2001::', 32],
+  ['100:0:0:1::', 64],
+  // IETF protocol assignments (Teredo, benchmarking, AMT, AS112, ORCHID), documentation, 6to4.
+  ['2001::', 23],
   ['2001:db8::', 32],
   ['2002::', 16],
+  ['2620:4f:8000::', 48],
+  ['3fff::', 20],
+  ['5f00::', 16], // SRv6 SIDs
   // Unique-local, link-local, site-local (deprecated), multicast.
   ['fc00::', 7],
   ['fe80::', 10],
   ['fec0::', 10],
   ['ff00::', 8],
-] as const) {
-  NON_PUBLIC.addSubnet(net, prefix, 'ipv6')
+]
+
+/** An address as a number of `bits` bits; undefined when it is not one. */
+function addressBits(address: string): { value: bigint; bits: 32 | 128 } | undefined {
+  const family = isIP(address)
+  if (family === 4) return { value: v4Bits(address), bits: 32 }
+  if (family !== 6) return undefined
+  // A zone id (fe80::1%eth0) names an interface, not an address.
+  let text = address.replace(/%.*$/, '').toLowerCase()
+  // A dotted IPv4 tail (::ffff:127.0.0.1) is two groups.
+  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text)
+  if (dotted !== null) {
+    const v4 = v4Bits(dotted[1]!)
+    text = `${text.slice(0, dotted.index)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`
+  }
+  const [head, tail] = text.split('::') as [string, string | undefined]
+  const groups = (part: string | undefined) => (part === undefined || part === '' ? [] : part.split(':'))
+  const left = groups(head)
+  const right = groups(tail)
+  const all = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right]
+  return { value: all.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n), bits: 128 }
 }
 
-/** Whether a jwks_uri may connect to this address. */
+const v4Bits = (address: string): bigint => address.split('.').reduce((acc, octet) => (acc << 8n) | BigInt(Number(octet)), 0n)
+
+const inRange = (value: bigint, bits: number, [net, prefix]: readonly [string, number]): boolean => {
+  const shift = BigInt(bits - prefix)
+  return value >> shift === addressBits(net)!.value >> shift
+}
+
+/** Whether a jwks_uri may connect to this address (an IP address in any form isIP accepts). */
 export function isPublicAddress(address: string): boolean {
-  const family = isIP(address)
-  if (family === 0) return false
-  return !NON_PUBLIC.check(address, family === 4 ? 'ipv4' : 'ipv6')
+  const parsed = addressBits(address)
+  if (parsed === undefined) return false
+  const { value, bits } = parsed
+  if (bits === 32) return !NON_PUBLIC_V4.some((range) => inRange(value, 32, range))
+  // IPv4-mapped (::ffff:a.b.c.d): a dual-stack socket connects to the IPv4 address itself.
+  if (value >> 32n === 0xffffn) return isPublicAddress([24n, 16n, 8n, 0n].map((s) => (value >> s) & 0xffn).join('.'))
+  // Only global unicast (2000::/3) is routed on the Internet at all.
+  if (value >> 125n !== 1n) return false
+  return !NON_PUBLIC_V6.some((range) => inRange(value, 128, range))
+}
+
+/**
+ * Why a jwks_uri may not be fetched, judged from the URL alone (no DNS); undefined when it may
+ * be tried, its host then checked again at connect time. An address in the URL itself is never
+ * looked up, so it is checked here, as the URL parser spells it (decimal, octal, hex and short
+ * IPv4 forms are dotted quads by then; IPv6 is bracketed).
+ */
+export function refusedJwksUri(uri: string, allowInsecure: boolean): string | undefined {
+  let url: URL
+  try {
+    url = new URL(uri)
+  } catch {
+    return 'jwks_uri is not a URL'
+  }
+  if (url.protocol !== 'https:' && !(allowInsecure && url.protocol === 'http:')) return 'jwks_uri is not https'
+  const literal = url.hostname.replace(/^\[(.*)\]$/, '$1')
+  if (!allowInsecure && isIP(literal) !== 0 && !isPublicAddress(literal)) return `jwks_uri names a non-public address (${literal})`
+  return undefined
 }
 
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void
 
+/** How names are resolved: dns.lookup's all-addresses form. */
+export type Resolver = (hostname: string, options: { family: 0 | 4 | 6; all: true }, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void
+
 /**
- * dns.lookup, refusing the connection when any address the name resolves to is not public: the
- * check is made on the addresses the socket will connect to, so a name cannot pass it with one
- * answer and connect with another.
+ * A socket's lookup function over `resolve` (dns.lookup by default), refusing the connection when
+ * any address the name resolves to is not public: the check is made on the addresses the socket
+ * will connect to, so a name cannot pass it with one answer and connect with another.
  */
-function publicOnlyLookup(hostname: string, options: { family?: number | string; all?: boolean }, callback: LookupCallback): void {
-  dnsLookup(hostname, { family: options.family as 0, all: true }, (err, addresses) => {
-    if (err !== null) return callback(err, [])
-    const refused = addresses.find((a) => !isPublicAddress(a.address))
-    if (refused !== undefined || addresses.length === 0) {
-      const e: NodeJS.ErrnoException = new Error(`jwks_uri host ${hostname} resolves to a non-public address`)
-      e.code = 'ENOTPUBLIC'
-      return callback(e, [])
-    }
-    if (options.all === true) return callback(null, addresses)
-    callback(null, addresses[0]!.address, addresses[0]!.family)
-  })
+export function publicOnlyLookup(resolve: Resolver = dnsLookup) {
+  return (hostname: string, options: { family?: number | string; all?: boolean }, callback: LookupCallback): void =>
+    resolve(hostname, { family: options.family as 0, all: true }, (err, addresses) => {
+      if (err !== null) return callback(err, [])
+      const refused = addresses.find((a) => !isPublicAddress(a.address))
+      if (refused !== undefined || addresses.length === 0) {
+        const e: NodeJS.ErrnoException = new Error(`jwks_uri host ${hostname} resolves to a non-public address`)
+        e.code = 'ENOTPUBLIC'
+        return callback(e, [])
+      }
+      if (options.all === true) return callback(null, addresses)
+      callback(null, addresses[0]!.address, addresses[0]!.family)
+    })
 }

@@ -74,6 +74,9 @@ export interface Jwks {
 // between instances and resource servers. One poll interval is added to it: an instance that has
 // not yet seen the promotion keeps signing with the old key until its next poll.
 const RETIRE_MARGIN_SECONDS = 60
+// Reads of the keys made for a request that must not miss a key (src/oauth/revocation.ts) begin
+// at most this often, whatever kids requests make up; callers meanwhile share the next one.
+const DEMANDED_RELOAD_MS = 1000
 
 export class KeyManager {
   private live = new Map<string, LiveKey>()
@@ -85,6 +88,8 @@ export class KeyManager {
   private queuedLoad: Promise<void> | undefined
   private ticking: Promise<void> = Promise.resolve()
   private lastOnDemandReload = 0
+  private demandedLoad: Promise<void> | undefined
+  private lastDemandedLoad = -Infinity
   private startedAt: Date | undefined
 
   constructor(
@@ -292,6 +297,23 @@ export class KeyManager {
         return this.reload()
       })
     return this.queuedLoad
+  }
+
+  /**
+   * Like reload(), resolves after a read that began after the call, but such reads begin at most
+   * once per DEMANDED_RELOAD_MS: a caller within it waits for the next one, shared by every caller
+   * meanwhile. A request can always name a kid nobody has, so this is what requests call.
+   */
+  reloadDemanded(): Promise<void> {
+    this.demandedLoad ??= new Promise<void>((resolve) => {
+      setTimeout(resolve, Math.max(0, this.lastDemandedLoad + DEMANDED_RELOAD_MS - performance.now()))
+    }).then(() => {
+      // Callers from now on need a read that begins after them: the next one.
+      this.demandedLoad = undefined
+      this.lastDemandedLoad = performance.now()
+      return this.reload()
+    })
+    return this.demandedLoad
   }
 
   private async load(): Promise<void> {

@@ -65,7 +65,9 @@ export class ClientAssertions {
     } catch (err) {
       return refuse('invalid_signature', err instanceof KeyProblem ? err.message : 'the signature does not verify')
     }
-    const until = new Date((claims.exp + ASSERTION_LEEWAY) * 1000)
+    // Accepted while now (whole seconds) < exp + leeway: with a fractional exp, until that sum
+    // rounded up, which is how long the jti is kept.
+    const until = new Date(Math.ceil(claims.exp + ASSERTION_LEEWAY) * 1000)
     if (!(await this.replay.firstUse('client_assertion', `${client.clientId} ${claims.jti}`, until))) {
       return refuse('replayed', 'the assertion was used before (jti)')
     }

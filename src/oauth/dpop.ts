@@ -131,7 +131,7 @@ export class Dpop {
       throw invalidDpopProof('the DPoP proof is not for this access token (ath)')
     }
     // §11.1: a proof is accepted once, on any instance, while its iat is in the window.
-    if (!(await this.replay.firstUse('dpop', `${key.jkt} ${jti}`, new Date((iat + this.settings.window) * 1000)))) {
+    if (!(await this.replay.firstUse('dpop', `${key.jkt} ${jti}`, proofAcceptedUntil(iat, this.settings.window)))) {
       throw invalidDpopProof('the DPoP proof was used before')
     }
     return { jkt: key.jkt }
@@ -181,6 +181,14 @@ export class Dpop {
     })
   }
 }
+
+/**
+ * The first instant at which a proof with this iat is refused as too old. The check above compares
+ * whole seconds (now rounded down) with an iat that may be fractional, so a proof stays good until
+ * the second holding iat + window has ended, not until iat + window itself: its jti must be kept
+ * that long, or every replay in that last second looks new.
+ */
+export const proofAcceptedUntil = (iat: number, window: number): Date => new Date((Math.floor(iat + window) + 1) * 1000)
 
 /** RFC 9449 §4.2: ath, the base64url SHA-256 of the access token's ASCII. */
 export const tokenHash = (token: string): string => createHash('sha256').update(token, 'ascii').digest('base64url')

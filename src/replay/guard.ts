@@ -102,9 +102,13 @@ export const replayRepository = {
    * is as good as gone), and returns their keys (`kind jti`). Uses must be distinct.
    */
   async record(db: Executor, uses: { kind: ReplayKind; jti: string; expiresAt: Date }[], now: Date): Promise<Set<string>> {
+    // Rows are inserted, and their keys locked, in the order given: two statements holding the
+    // same jtis in opposite order would each insert one and wait for the other's (a deadlock,
+    // failing a whole batch). In one fixed order the second waits for the first, then goes on.
+    const sorted = uses.toSorted((x, y) => compare(x.kind, y.kind) || compare(x.jti, y.jti))
     const rows = await db
       .insertInto('replay_guard')
-      .values(uses.map((u) => ({ kind: u.kind, jti: u.jti, expires_at: u.expiresAt })))
+      .values(sorted.map((u) => ({ kind: u.kind, jti: u.jti, expires_at: u.expiresAt })))
       .onConflict((oc) =>
         oc
           .columns(['kind', 'jti'])
@@ -121,3 +125,6 @@ export const replayRepository = {
     await db.deleteFrom('replay_guard').where('expires_at', '<=', now).execute()
   },
 }
+
+// Code-unit order: the same on every instance, whatever its locale.
+const compare = (x: string, y: string): number => (x < y ? -1 : x > y ? 1 : 0)

@@ -151,16 +151,12 @@ t.test('an unknown client id is 404 not_found everywhere', async (t) => {
   }
 })
 
-// Fastify's router answers these itself (414 FST_ERR_MAX_PARAM_LENGTH, 400 FST_ERR_BAD_URL) in its
-// own shape unless the app sets `frameworkErrors`: src/app.ts does not yet.
+// Fastify's router refuses an undecodable parameter itself (FST_ERR_BAD_URL); src/app.ts's
+// `frameworkErrors` gives that refusal the §5.2 shape. An overlong one is refused by the admin
+// API's own check of path parameters (at most 256 bytes for a client id).
 t.test('an overlong or undecodable id is still a §5.2 error', async (t) => {
-  for (const id of ['x'.repeat(300), '%zz']) {
-    const r = await srv.admin('GET', `/admin/clients/${id}`)
-    t.ok(r.status === 404 || r.status === 400, `status ${r.status}`)
-    t.equal(r.headers.get('cache-control'), 'no-store')
-    t.match(r.body, { error: /^(not_found|invalid_request)$/ })
-    t.same(Object.keys(r.body).filter((k) => k !== 'error' && k !== 'error_description'), [])
-  }
+  assertOAuthError(t, await srv.admin('GET', `/admin/clients/${'x'.repeat(300)}`), 400, 'invalid_request')
+  assertOAuthError(t, await srv.admin('GET', '/admin/clients/%zz'), 400, 'invalid_request')
 })
 
 t.test('rotating the secret without grace stops the old one at once', async (t) => {
