@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildAdminApp, buildPublicApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
-import { parseKeyEncryptionKey, type Config } from './config.js'
+import { listenerUrl, parseKeyEncryptionKey, type Config } from './config.js'
 import { openDatabase } from './db/connect.js'
 import { migrate } from './db/migrate.js'
 import { drainable, type Drain } from './http/drain.js'
@@ -91,6 +91,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     if (applied.length > 0) log.info({ applied }, 'migrations applied')
     const kek = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir)
     let issuer = config.issuer
+    let adminUrl = config.adminUrl
     tessera = createTessera({
       config,
       database,
@@ -101,6 +102,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       issuer: () => {
         if (issuer === undefined) throw new Error('issuer not known before listening')
         return issuer
+      },
+      adminUrl: () => {
+        if (adminUrl === undefined) throw new Error('admin URL not known before listening')
+        return adminUrl
       },
     })
     await bootstrapAdmin(tessera, config, opts.announce ?? ((text) => process.stderr.write(text)))
@@ -113,22 +118,21 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     await publicApp.listen({ host: config.host, port: config.port })
     const port = (publicApp.server.address() as { port: number }).port
     issuer ??= `http://localhost:${port}`
-    const url = `http://${urlHost(config.host)}:${port}`
+    const url = listenerUrl(config.host, port)
     log.info({ url, issuer, backend: database.backend }, 'listening')
 
     const adminApp = await buildAdminApp(tessera, () => publicApp.swagger())
     apps.push({ app: adminApp, drain: drainable(adminApp.server) })
     await adminApp.listen({ host: config.adminHost, port: config.adminPort })
-    const adminUrl = `http://${urlHost(config.adminHost)}:${(adminApp.server.address() as { port: number }).port}`
-    log.info({ adminUrl }, 'listening')
-    return { url, adminUrl, tessera, close }
+    const adminListening = listenerUrl(config.adminHost, (adminApp.server.address() as { port: number }).port)
+    adminUrl ??= adminListening
+    log.info({ adminUrl: adminListening }, 'listening')
+    return { url, adminUrl: adminListening, tessera, close }
   } catch (err) {
     await close().catch(() => undefined)
     throw err
   }
 }
-
-const urlHost = (host: string) => (host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host)
 
 /**
  * The first admin client: the one the environment names, or, when there is no admin client at
