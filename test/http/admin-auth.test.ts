@@ -281,3 +281,13 @@ t.test('bootstrap across restarts', async (t) => {
     await fourth.server.close()
   }
 })
+
+t.test('a first-start secret that cannot be written to its file is shown once on stderr instead, and the start fails', { skip: backend !== 'pglite' && 'the file is written in embedded mode only' }, async (t) => {
+  // A directory where the file goes: the client is made, its file cannot be.
+  const dataDir = t.testdir({ 'admin-client.json': {} })
+  let announced = ''
+  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', ADMIN_HOST: '127.0.0.1', ADMIN_PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'silent' })
+  await t.rejects(startServer(config, { log: createLogger('silent'), announce: (text) => (announced += text) }))
+  t.match(announced, /^\nTessera created an admin client\. Its secret is shown only now:\n {2}client_id: {5}\S+\n {2}client_secret: [A-Za-z0-9_-]{43}\n/)
+  t.match(announced, /\(could not be written to \S+admin-client\.json: /, 'and why it is here')
+})
