@@ -99,8 +99,8 @@ export class Dpop {
     const alg = header['alg']
     if (!isClientAlg(alg)) throw invalidDpopProof(`the DPoP proof must be signed with one of ${DPOP_ALGS.join(', ')}`)
     const key = await this.key(header['jwk'], alg, proof)
-    // §4.3 checks 3, 8, 9, 11
     const { payload } = key
+    // §4.3 checks 3, 8, 9, 11
     const { jti, htm, htu, iat } = payload
     if (typeof jti !== 'string' || jti === '' || Buffer.byteLength(jti) > MAX_JTI_BYTES) {
       throw invalidDpopProof('the DPoP proof must have a jti')
