@@ -17,10 +17,14 @@ RUN npm ci && npm prune --omit=dev && npm cache clean --force
 
 # --- runtime: Node, the production dependencies and the compiled server --------------------------
 FROM node:20-alpine AS runtime
+# The admin API listens on the container's own loopback: reachable with `docker exec` (the CLI
+# inside the image), never from another container of the network or a published port by
+# accident. To reach it from outside, set ADMIN_HOST=0.0.0.0 and publish 8081 on a trusted
+# address yourself (README, Deploying).
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
-    ADMIN_HOST=0.0.0.0 \
+    ADMIN_HOST=127.0.0.1 \
     ADMIN_PORT=8081 \
     DATA_DIR=/data
 # The server never runs npm or yarn: without them the image is smaller and has less to patch.
@@ -39,7 +43,8 @@ RUN node -e "require('argon2').hash('tessera').then(() => process.exit(0), (e) =
 RUN mkdir -p /data && chown node:node /data && chmod 700 /data
 USER node
 VOLUME ["/data"]
-EXPOSE 8080 8081
+# The public API only: the admin port is not for publishing (above).
+EXPOSE 8080
 # Liveness; an orchestrator's readiness check should ask /readyz (docker-compose.yml does).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/healthz', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]

@@ -13,6 +13,11 @@ export interface Config {
   port: number
   adminHost: string
   adminPort: number
+  /**
+   * The admin API's URL as its callers reach it (ADMIN_URL): the htu its DPoP proofs must name.
+   * Undefined until the admin port is known when ADMIN_PORT=0 and ADMIN_URL is unset.
+   */
+  adminUrl: string | undefined
   /** `iss` of every token; undefined until the public port is known when PORT=0. */
   issuer: string | undefined
   databaseUrl: string | undefined
@@ -145,6 +150,10 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const issuer = str(env, 'ISSUER') ?? (port === 0 ? undefined : `http://localhost:${port}`)
   if (issuer !== undefined) validateIssuer(issuer)
+  const adminHost = host(env, 'ADMIN_HOST')
+  const adminPort = int(env, 'ADMIN_PORT', 8081, 0, 65535)
+  const adminUrlRaw = str(env, 'ADMIN_URL')
+  const adminUrl = adminUrlRaw !== undefined ? checkAdminUrl(adminUrlRaw) : adminPort === 0 ? undefined : listenerUrl(adminHost, adminPort)
   const webConcurrency = workers(env)
   // One core is left for everything else (the event loop that signs tokens, the database), and
   // the rest is shared among the worker processes.
@@ -158,8 +167,9 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     host: host(env, 'HOST'),
     port,
-    adminHost: host(env, 'ADMIN_HOST'),
-    adminPort: int(env, 'ADMIN_PORT', 8081, 0, 65535),
+    adminHost,
+    adminPort,
+    adminUrl,
     issuer,
     databaseUrl,
     databaseListenUrl: postgresUrl(env, 'DATABASE_LISTEN_URL') ?? databaseUrl,
@@ -272,6 +282,29 @@ function cidrs(env: Env, name: string): string[] {
     if (!ok) throw new ConfigError(`${name} must list IP addresses or CIDR blocks separated by commas, got "${entry}"`)
   }
   return list
+}
+
+/**
+ * The URL a listener on `host` and `port` is reached by from this machine: an IPv6 address in
+ * brackets, and the wildcard address as loopback.
+ */
+export function listenerUrl(host: string, port: number): string {
+  const name = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host
+  return `http://${name}:${port}`
+}
+
+/** ADMIN_URL: an http(s) URL with no credentials, query or fragment; no trailing slash. */
+function checkAdminUrl(raw: string): string {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError(`ADMIN_URL must be a URL, got "${raw}"`)
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    throw new ConfigError(`ADMIN_URL must be an http(s) URL with no credentials, query or fragment, got "${raw}"`)
+  }
+  return url.href.replace(/\/+$/, '')
 }
 
 /** RFC 8414 §2: the issuer is an https (or, for development, http) URL with no query or fragment. */

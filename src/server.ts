@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto'
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildAdminApp, buildPublicApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
-import { parseKeyEncryptionKey, type Config } from './config.js'
+import { listenerUrl, parseKeyEncryptionKey, type Config } from './config.js'
 import { openDatabase } from './db/connect.js'
 import { migrate } from './db/migrate.js'
 import { drainable, type Drain } from './http/drain.js'
@@ -91,6 +91,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     if (applied.length > 0) log.info({ applied }, 'migrations applied')
     const kek = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir)
     let issuer = config.issuer
+    let adminUrl = config.adminUrl
     tessera = createTessera({
       config,
       database,
@@ -101,6 +102,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       issuer: () => {
         if (issuer === undefined) throw new Error('issuer not known before listening')
         return issuer
+      },
+      adminUrl: () => {
+        if (adminUrl === undefined) throw new Error('admin URL not known before listening')
+        return adminUrl
       },
     })
     await bootstrapAdmin(tessera, config, opts.announce ?? ((text) => process.stderr.write(text)))
@@ -113,26 +118,28 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     await publicApp.listen({ host: config.host, port: config.port })
     const port = (publicApp.server.address() as { port: number }).port
     issuer ??= `http://localhost:${port}`
-    const url = `http://${urlHost(config.host)}:${port}`
+    const url = listenerUrl(config.host, port)
     log.info({ url, issuer, backend: database.backend }, 'listening')
 
     const adminApp = await buildAdminApp(tessera, () => publicApp.swagger())
     apps.push({ app: adminApp, drain: drainable(adminApp.server) })
     await adminApp.listen({ host: config.adminHost, port: config.adminPort })
-    const adminUrl = `http://${urlHost(config.adminHost)}:${(adminApp.server.address() as { port: number }).port}`
-    log.info({ adminUrl }, 'listening')
-    return { url, adminUrl, tessera, close }
+    const adminListening = listenerUrl(config.adminHost, (adminApp.server.address() as { port: number }).port)
+    adminUrl ??= adminListening
+    log.info({ adminUrl: adminListening }, 'listening')
+    return { url, adminUrl: adminListening, tessera, close }
   } catch (err) {
     await close().catch(() => undefined)
     throw err
   }
 }
 
-const urlHost = (host: string) => (host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host)
-
 /**
  * The first admin client: the one the environment names, or, when there is no admin client at
- * all, a new one whose secret is shown once (and, in embedded mode, kept in DATA_DIR).
+ * all, a new one whose secret is shown once. In embedded mode the secret goes to
+ * DATA_DIR/admin-client.json (mode 0600) only, and the announcement says where: stderr is what log
+ * pipelines collect, and a secret there is kept wherever the logs are. With Postgres or an
+ * in-memory DATA_DIR there is no such file, and stderr is the only place to show it.
  */
 async function bootstrapAdmin(t: Tessera, config: Config, announce: (text: string) => void): Promise<void> {
   if (config.bootstrapAdmin !== undefined) {
@@ -141,19 +148,48 @@ async function bootstrapAdmin(t: Tessera, config: Config, announce: (text: strin
   }
   const created = await t.clients.createAdminClientIfNone()
   if (created === undefined) return
-  announce(
-    [
-      '',
-      'Tessera created an admin client. Its secret is shown only now:',
-      `  client_id:     ${created.clientId}`,
-      `  client_secret: ${created.secret}`,
-      '',
-    ].join('\n'),
-  )
+  const shown = [
+    '',
+    'Tessera created an admin client. Its secret is shown only now:',
+    `  client_id:     ${created.clientId}`,
+    `  client_secret: ${created.secret}`,
+    '',
+  ].join('\n')
   if (!isMemory(config.dataDir) && config.databaseUrl === undefined) {
     const path = join(config.dataDir, 'admin-client.json')
-    writeFileSync(path, `${JSON.stringify({ client_id: created.clientId, client_secret: created.secret }, null, 2)}\n`, { mode: 0o600 })
-    chmodSync(path, 0o600)
-    announce(`  (also written to ${path})\n\n`)
+    try {
+      writePrivateFile(path, `${JSON.stringify({ client_id: created.clientId, client_secret: created.secret }, null, 2)}\n`)
+    } catch (err) {
+      // The client exists now and no later start makes another: lost, its secret would be for good.
+      announce(`${shown}  (could not be written to ${path}: ${(err as Error).message})\n\n`)
+      throw err
+    }
+    announce(
+      [
+        '',
+        `Tessera created an admin client, ${created.clientId}. Its id and secret are in ${path}`,
+        '(readable by this user only); the secret is written nowhere else.',
+        '',
+        '',
+      ].join('\n'),
+    )
+    return
+  }
+  announce(shown)
+}
+
+/**
+ * Writes `text` to `path` readable by its owner only, from the first byte: a new file made with
+ * mode 0600, then renamed over whatever was there (an older file's mode would otherwise stay).
+ */
+function writePrivateFile(path: string, text: string): void {
+  const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`
+  try {
+    writeFileSync(temporary, text, { mode: 0o600, flag: 'wx' })
+    chmodSync(temporary, 0o600)
+    renameSync(temporary, path)
+  } catch (err) {
+    rmSync(temporary, { force: true })
+    throw err
   }
 }

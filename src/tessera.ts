@@ -45,6 +45,8 @@ export interface Tessera extends OAuthServices {
   audit: AuditService
   /** What GET /readyz answers: the database reachable and a signing key loaded. */
   readiness(): Promise<{ database: boolean; signingKey: boolean; ready: boolean }>
+  /** The admin API's URL as its callers reach it (ADMIN_URL): what its DPoP proofs name. */
+  adminUrl(): string
   /** Starts the key schedule and housekeeping. */
   start(): Promise<void>
   /**
@@ -70,6 +72,8 @@ export function createTessera(opts: {
   tracing?: Tracing
   /** The issuer; a function because with PORT=0 it is known only once the server listens. */
   issuer: () => string
+  /** ADMIN_URL; a function for the same reason, with ADMIN_PORT=0. */
+  adminUrl: () => string
 }): Tessera {
   const { config, clock, log } = opts
   const tracing = opts.tracing ?? noTracing
@@ -190,6 +194,7 @@ export function createTessera(opts: {
     audit,
     readiness,
     issuer: opts.issuer,
+    adminUrl: opts.adminUrl,
     async start() {
       await Promise.all([keys.start(), hasher.prepare()])
       await feed!.start()

@@ -45,6 +45,7 @@ export function settings(config: Config, env: Env, envFile: EnvFile | undefined)
     ['PORT', String(config.port)],
     ['ADMIN_HOST', config.adminHost],
     ['ADMIN_PORT', String(config.adminPort)],
+    ['ADMIN_URL', config.adminUrl ?? { value: null, note: 'http://$ADMIN_HOST:<the port picked> (ADMIN_PORT=0)' }],
     ['ISSUER', config.issuer ?? { value: null, note: 'http://localhost:<the port picked> (PORT=0)' }],
     ['DATABASE_URL', embedded ? { value: null, note: `the embedded database in ${config.dataDir}` } : redactUrl(config.databaseUrl!)],
     ['DATABASE_LISTEN_URL', config.databaseListenUrl === undefined ? null : redactUrl(config.databaseListenUrl)],

@@ -5,6 +5,7 @@ import { auditView } from '../audit/service.js'
 import type { AuthMethod, Client, ClientSettings, JwkSet } from '../clients/repository.js'
 import { OAuthError, invalidDpopProof, invalidRequest, notFound } from '../errors.js'
 import { LIMITS, checkText, type TextRule } from '../input.js'
+import { adminResource } from '../oauth/audience.js'
 import { DPOP_ALGS } from '../oauth/dpop.js'
 import type { ClientAlg } from '../oauth/jws.js'
 import type { Tessera } from '../tessera.js'
@@ -128,11 +129,12 @@ function checkPathAndQuery(request: FastifyRequest): void {
 }
 
 /**
- * The access token's client and scopes if it is an active access token of this server, sent as a
- * resource server must accept it: in the Authorization header only (RFC 6750 §2.1: not in a form
- * body or the query), as `Bearer`, or as `DPoP` with a proof of its key when it is DPoP-bound
- * (RFC 9449 §7.1: the proof checked as the token endpoint checks one, for this request's method
- * and URL, ath included). A bound token sent as Bearer is refused: that is what binding is for.
+ * The access token's client and scopes if it is an active access token of this server for the
+ * admin API, sent as a resource server must accept it: in the Authorization header only (RFC 6750
+ * §2.1: not in a form body or the query), as `Bearer`, or as `DPoP` with a proof of its key when
+ * it is DPoP-bound (RFC 9449 §7.1: the proof checked as the token endpoint checks one, for this
+ * request's method and URL, ath included). A bound token sent as Bearer is refused: that is what
+ * binding is for.
  */
 async function bearer(t: Tessera, request: FastifyRequest): Promise<{ clientId: string; scopes: string[] }> {
   const match = /^(Bearer|DPoP)[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(request.headers.authorization ?? '')
@@ -142,6 +144,7 @@ async function bearer(t: Tessera, request: FastifyRequest): Promise<{ clientId: 
   if (token.length > LIMITS.token) throw invalidRequest(`the access token is too long (at most ${LIMITS.token} bytes)`)
   const active = await t.status.activeAccessToken(token)
   if (active === undefined) throw new OAuthError('invalid_token', 'the access token is not active')
+  forAdminApi(t, active.claims)
   const jkt = active.claims.cnf?.jkt
   if (scheme.toLowerCase() === 'bearer') {
     if (jkt !== undefined) {
@@ -156,14 +159,31 @@ async function bearer(t: Tessera, request: FastifyRequest): Promise<{ clientId: 
   return { clientId: active.claims.client_id, scopes: active.claims.scope.split(' ') }
 }
 
+/**
+ * RFC 9068 §4: a resource server accepts only tokens meant for it. Here the admin resource alone
+ * (src/oauth/audience.ts), issued by client_credentials (a token with a grant, `sid`, is a user's;
+ * a client's token has the client as subject), which only a confidential client may use. A token
+ * an app's users or the app itself got for its own API, whatever its scopes, is not one.
+ */
+function forAdminApi(t: Tessera, claims: { aud: string | string[]; sub: string; client_id: string; sid?: string | undefined }): void {
+  const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud]
+  if (aud.length !== 1 || aud[0] !== adminResource(t.issuer())) {
+    throw new OAuthError('invalid_token', `the access token is not for the admin API: its aud must be ${adminResource(t.issuer())}`)
+  }
+  if (claims.sid !== undefined || claims.sub !== claims.client_id) {
+    throw new OAuthError('invalid_token', 'the admin API takes client_credentials tokens only')
+  }
+}
+
 /** RFC 9449 §7.1: the request's DPoP proof, for this token (ath), by the key it is bound to. */
 async function proveKey(t: Tessera, request: FastifyRequest, token: string, jkt: string): Promise<void> {
   try {
     const proof = await t.dpop.verify({
       headers: dpopHeaders(request),
       method: request.method,
-      // The admin listener has no URL of its own: the one the request was sent to.
-      url: `${request.protocol}://${request.host}${request.url.split('?')[0]}`,
+      // ADMIN_URL, never the Host header: a proof made for another service's URL that the same
+      // token reaches (RFC 9449 §4.3 check 9) would pass if the request could say where it went.
+      url: `${t.adminUrl()}${request.url.split('?')[0]}`,
       nonceRequired: false,
       accessToken: token,
     })

@@ -98,13 +98,8 @@ export class Dpop {
     if (header['typ'] !== 'dpop+jwt') throw invalidDpopProof('the DPoP proof must have typ "dpop+jwt"')
     const alg = header['alg']
     if (!isClientAlg(alg)) throw invalidDpopProof(`the DPoP proof must be signed with one of ${DPOP_ALGS.join(', ')}`)
-    const key = await this.key(header['jwk'], alg)
-    let payload: Record<string, unknown>
-    try {
-      payload = key.verify(proof).payload
-    } catch (err) {
-      throw invalidDpopProof('the DPoP proof signature does not verify with its jwk', (err as Error).message)
-    }
+    const key = await this.key(header['jwk'], alg, proof)
+    const { payload } = key
     // §4.3 checks 3, 8, 9, 11
     const { jti, htm, htu, iat } = payload
     if (typeof jti !== 'string' || jti === '' || Buffer.byteLength(jti) > MAX_JTI_BYTES) {
@@ -137,24 +132,38 @@ export class Dpop {
     return { jkt: key.jkt }
   }
 
-  /** The key of a proof's jwk header, with its verifier and thumbprint, made once per key. */
-  private async key(jwk: unknown, alg: (typeof DPOP_ALGS)[number]): Promise<{ verify: VerifyJws; jkt: string }> {
+  /**
+   * The key of a proof's jwk header, with its thumbprint, and the proof's payload verified by it.
+   * A key is kept (its verifier and thumbprint, made once per key) only once a proof made with it
+   * verified: a stream of distinct keys with bad signatures costs a check each and evicts nothing.
+   */
+  private async key(jwk: unknown, alg: (typeof DPOP_ALGS)[number], proof: string): Promise<{ jkt: string; payload: Record<string, unknown> }> {
     if (typeof jwk !== 'object' || jwk === null) throw invalidDpopProof('the DPoP proof must carry its public key (jwk)')
     const id = `${alg} ${JSON.stringify(jwk)}`
     const cached = this.keys.get(id)
-    if (cached !== undefined) return cached
-    let made
-    try {
-      const key = publicKeyFor(jwk, alg)
-      // jose computes the RFC 7638 thumbprint (on WebCrypto, so once per key, not per proof).
-      made = { verify: jwsVerifier(key, alg), jkt: await calculateJwkThumbprint(jwk as never, 'sha256') }
-    } catch (err) {
-      throw invalidDpopProof(
-        err instanceof KeyProblem ? `the DPoP proof's jwk: ${err.message}` : "the DPoP proof's jwk is not a valid public key",
-      )
+    let verify: VerifyJws
+    if (cached !== undefined) {
+      verify = cached.verify
+    } else {
+      try {
+        verify = jwsVerifier(publicKeyFor(jwk, alg), alg)
+      } catch (err) {
+        throw invalidDpopProof(
+          err instanceof KeyProblem ? `the DPoP proof's jwk: ${err.message}` : "the DPoP proof's jwk is not a valid public key",
+        )
+      }
     }
-    this.keys.set(id, made)
-    return made
+    let payload: Record<string, unknown>
+    try {
+      payload = verify(proof).payload
+    } catch (err) {
+      throw invalidDpopProof('the DPoP proof signature does not verify with its jwk', (err as Error).message)
+    }
+    if (cached !== undefined) return { jkt: cached.jkt, payload }
+    // jose computes the RFC 7638 thumbprint (on WebCrypto, so once per key, not per proof).
+    const jkt = await calculateJwkThumbprint(jwk as never, 'sha256')
+    this.keys.set(id, { verify, jkt })
+    return { jkt, payload }
   }
 
   private step(): number {

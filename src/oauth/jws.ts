@@ -17,8 +17,15 @@ export const isClientAlg = (alg: unknown): alg is ClientAlg => typeof alg === 's
 // RFC 7518 §6.2.2, §6.3.2, RFC 8037 §2, RFC 7518 §6.4: members only a private (or secret) key has.
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as const
 
-// RFC 7518 §3.3: RSA keys of 2048 bits or more.
+// RFC 7518 §3.3: RSA keys of 2048 bits or more. And no more than 4096: a public-key operation
+// costs about the square of the modulus, and a proof's or assertion's key is checked before its
+// signature is known good, on the event loop.
 const MIN_RSA_BITS = 2048
+const MAX_RSA_BITS = 4096
+// The public exponent every RSA key generator uses (65537, "AQAB" as RFC 7518 §6.3.1.2's minimal
+// base64url): an exponent of thousands of bits would make one verification cost as much as
+// sixty.
+const RSA_EXPONENT = 'AQAB'
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
 
@@ -29,7 +36,8 @@ export class KeyProblem extends Error {
 /**
  * The public key of `jwk`, usable with `alg`; a KeyProblem saying why not otherwise: not an
  * object, a private or symmetric key, a key type or curve that does not go with `alg`, an RSA key
- * under 2048 bits, an `alg` or `use` member that says otherwise.
+ * outside 2048 to 4096 bits or with another exponent than 65537, an `alg` or `use` member that
+ * says otherwise.
  */
 export function publicKeyFor(jwk: unknown, alg: ClientAlg): KeyObject {
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) throw new KeyProblem('the key is not a JSON object')
@@ -45,14 +53,16 @@ export function publicKeyFor(jwk: unknown, alg: ClientAlg): KeyObject {
         ? k['kty'] === 'OKP' && (k['crv'] === 'Ed25519' || k['crv'] === 'Ed448')
         : k['kty'] === 'RSA'
   if (!fits) throw new KeyProblem(`the key type does not go with ${alg}`)
+  if (k['kty'] === 'RSA' && k['e'] !== RSA_EXPONENT) throw new KeyProblem('RSA keys must have the public exponent 65537 (e "AQAB")')
   let key: KeyObject
   try {
     key = createPublicKey({ key: k as never, format: 'jwk' })
   } catch {
     throw new KeyProblem('the key is not a valid JWK')
   }
-  if (k['kty'] === 'RSA' && (key.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_RSA_BITS) {
-    throw new KeyProblem(`RSA keys must have at least ${MIN_RSA_BITS} bits`)
+  const bits = key.asymmetricKeyDetails?.modulusLength ?? 0
+  if (k['kty'] === 'RSA' && (bits < MIN_RSA_BITS || bits > MAX_RSA_BITS)) {
+    throw new KeyProblem(`RSA keys must have ${MIN_RSA_BITS} to ${MAX_RSA_BITS} bits`)
   }
   return key
 }

@@ -108,6 +108,14 @@ export const tokenRepository = {
       .execute()
   },
 
+  /**
+   * Binds a grant begun without a DPoP proof to the key `jkt` (RFC 9449 §5: a public client's
+   * grant, at its first refresh with a proof). A grant bound already keeps its key.
+   */
+  async bindGrant(db: Executor, grantId: string, jkt: string): Promise<void> {
+    await db.updateTable('grants').set({ dpop_jkt: jkt }).where('id', '=', grantId).where('dpop_jkt', 'is', null).execute()
+  },
+
   /** Stores a refresh token's hash. */
   async insertRefreshToken(db: Executor, hash: Uint8Array, grantId: string, now: Date, expiresAt: Date): Promise<void> {
     await db

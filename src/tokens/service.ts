@@ -178,7 +178,8 @@ export class TokenService {
    * Rotates the refresh token (RFC 6749 §6, RFC 9700 §4.14.2): the presented one is spent, a new
    * one is issued in the same grant. Of concurrent exchanges of one token exactly one wins; to
    * the others it is reuse, and the grant is revoked. With `jkt` the access token is bound to that
-   * DPoP key (for a bound grant, the caller has checked it is the grant's).
+   * DPoP key (for a bound grant, the caller has checked it is the grant's); with `bind` too, an
+   * unbound grant is bound to it, in the same transaction that spends the presented token.
    */
   async rotate(
     client: Client,
@@ -187,6 +188,7 @@ export class TokenService {
     audiences: string[],
     origin: Origin = NO_ORIGIN,
     jkt?: string,
+    bind = false,
   ): Promise<TokenResponse> {
     const now = this.clock.now()
     const accessTtl = this.accessTtl(client)
@@ -198,6 +200,7 @@ export class TokenService {
         await revokeGrantIn(trx, grantId, now, change)
         return false
       }
+      if (bind && jkt !== undefined) await tokenRepository.bindGrant(trx, grantId, jkt)
       await tokenRepository.insertRefreshToken(trx, sha256(refresh), grantId, now, refreshExpiry)
       const accessExpiry = addSeconds(now, accessTtl)
       await tokenRepository.extendGrant(trx, grantId, refreshExpiry > accessExpiry ? refreshExpiry : accessExpiry)

@@ -184,7 +184,7 @@ t.test('bad filter values are 400 invalid_request, never 500', async (t) => {
 t.test('only an admin token reads it: 401 without one, 403 without the admin scope', async (t) => {
   assertOAuthError(t, await srv.admin('GET', '/admin/audit', undefined, null), 401, 'invalid_token')
   assertOAuthError(t, await srv.admin('GET', '/admin/audit', undefined, 'not.a.token'), 401, 'invalid_token')
-  const reader = await srv.createClient({ grant_types: ['client_credentials'], scopes: ['read', 'metrics'] })
+  const reader = await srv.createClient({ grant_types: ['client_credentials'], scopes: ['read', 'metrics'], audiences: [`${srv.issuer}/admin`] })
   for (const scope of ['read', 'metrics']) {
     const token = (await srv.post('/token', { grant_type: 'client_credentials', scope }, reader.auth)).body.access_token
     const r = await srv.admin('GET', '/admin/audit', undefined, token)

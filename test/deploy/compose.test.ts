@@ -57,8 +57,11 @@ function checkStructure(t: Test, model: any, resolved: boolean): void {
     t.match(env['DATABASE_URL'], /\$\{POSTGRES_PASSWORD:\?/)
   }
   for (const replica of [a!, b!]) {
-    const ports = (replica.ports ?? []).map((p: unknown) => (typeof p === 'string' ? p : `${(p as any).host_ip ?? ''}:${(p as any).published}:${(p as any).target}`))
-    t.ok(ports.length > 0 && ports.every((p: string) => p.startsWith('127.0.0.1:') && /:8081(\/tcp)?$/.test(p)), `only the admin port, on loopback: ${ports}`)
+    // The public API through the proxy only; the admin API on the container's loopback (the
+    // image's ADMIN_HOST), reached with `docker compose exec`, never published.
+    t.same(replica.ports ?? [], [], 'no port of a replica is published')
+    t.same(replica.expose ?? [], [], 'nor exposed to the other containers')
+    t.equal(replica.environment?.['ADMIN_HOST'], undefined, "the image's ADMIN_HOST (loopback) stands")
     t.match(replica.healthcheck?.test?.join(' '), /\/readyz/, 'health check on /readyz')
     const grace = Number(/^(\d+)s$/.exec(String(replica.stop_grace_period))?.[1] ?? Number(replica.stop_grace_period))
     t.ok(grace > Number(env['SHUTDOWN_TIMEOUT'] ?? 10), 'the stop grace period outlasts SHUTDOWN_TIMEOUT')
@@ -77,6 +80,16 @@ function checkStructure(t: Test, model: any, resolved: boolean): void {
 
 t.test('the compose file, as written', async (t) => {
   checkStructure(t, parse(composeText, { merge: true }), false)
+})
+
+t.test('the image serves the admin API on its own loopback and exposes the public port only', async (t) => {
+  const dockerfile = readFileSync(join(packageRoot, 'Dockerfile'), 'utf8')
+  // The runtime stage's instructions, comments left out.
+  const runtime = dockerfile.slice(dockerfile.indexOf('AS runtime')).split('\n').filter((l) => !l.trimStart().startsWith('#')).join('\n')
+  const env = Object.fromEntries([...runtime.matchAll(/\b([A-Z_]+)=(\S+)/g)].map((m) => [m[1], m[2]]))
+  t.equal(env['ADMIN_HOST'], '127.0.0.1', 'ADMIN_HOST')
+  t.equal(env['HOST'], '0.0.0.0', 'the public API on every interface')
+  t.same([...runtime.matchAll(/^EXPOSE\s+(.+)$/gm)].map((m) => m[1]!.trim()), ['8080'], 'EXPOSE')
 })
 
 t.test('the Caddyfile balances over both replicas', async (t) => {

@@ -27,7 +27,10 @@ async function tokenFor(auth: [string, string], scope?: string): Promise<string>
   return r.body.access_token
 }
 
-const adminClient = await srv.createClient({ grant_types: ['client_credentials'], scopes: ['admin', 'metrics', 'read'] })
+// The admin API's resource identifier (src/oauth/audience.ts): the only aud it accepts.
+const ADMIN_RESOURCE = `${srv.issuer}/admin`
+// With a scope of its own beside the admin API's, a client names the admin resource to call it.
+const adminClient = await srv.createClient({ grant_types: ['client_credentials'], scopes: ['admin', 'metrics', 'read'], audiences: [ADMIN_RESOURCE] })
 
 t.test('a valid admin token is accepted, with the scheme in any case', async (t) => {
   const token = await tokenFor(adminClient.auth, 'admin')
@@ -205,22 +208,30 @@ t.test('bootstrap across restarts', async (t) => {
     return ((await res.json()) as any).clients
   }
 
-  // No bootstrap variables and no admin client: one is made and announced once.
+  // No bootstrap variables and no admin client: one is made and announced once. Where there is
+  // a file for it (embedded), the secret is written there only: stderr is what log pipelines keep.
   const first = await start({})
   let created: { client_id: string; client_secret: string }
   try {
-    const id = /client_id:\s+(\S+)/.exec(first.announced)?.[1]
-    const secret = /client_secret:\s+(\S+)/.exec(first.announced)?.[1]
-    t.ok(id !== undefined && secret !== undefined, 'id and secret announced')
-    created = { client_id: id!, client_secret: secret! }
-    t.match(created.client_secret, /^[A-Za-z0-9_-]{43}$/)
     const file = join(dataDir, 'admin-client.json')
     if (backend === 'pglite') {
-      t.same(JSON.parse(readFileSync(file, 'utf8')), created, 'written to DATA_DIR/admin-client.json')
+      created = JSON.parse(readFileSync(file, 'utf8'))
+      t.same(Object.keys(created), ['client_id', 'client_secret'], 'written to DATA_DIR/admin-client.json')
       t.equal(statSync(file).mode & 0o777, 0o600, 'readable by the owner only')
+      t.equal(
+        first.announced,
+        `\nTessera created an admin client, ${created.client_id}. Its id and secret are in ${file}\n(readable by this user only); the secret is written nowhere else.\n\n`,
+        'the announcement names the client and the file, and holds no secret',
+      )
+      t.notOk(first.announced.includes(created.client_secret), 'the secret is not announced')
     } else {
       t.notOk(existsSync(file), 'with Postgres nothing is written to DATA_DIR')
+      const id = /client_id:\s+(\S+)/.exec(first.announced)?.[1]
+      const secret = /client_secret:\s+(\S+)/.exec(first.announced)?.[1]
+      t.ok(id !== undefined && secret !== undefined, 'with no file for it, id and secret are announced')
+      created = { client_id: id!, client_secret: secret! }
     }
+    t.match(created.client_secret, /^[A-Za-z0-9_-]{43}$/)
     const r = await token(first.server, created.client_id, created.client_secret)
     t.equal(r.status, 200)
     const listed = await clients(first.server, r.body.access_token)
@@ -269,4 +280,14 @@ t.test('bootstrap across restarts', async (t) => {
   } finally {
     await fourth.server.close()
   }
+})
+
+t.test('a first-start secret that cannot be written to its file is shown once on stderr instead, and the start fails', { skip: backend !== 'pglite' && 'the file is written in embedded mode only' }, async (t) => {
+  // A directory where the file goes: the client is made, its file cannot be.
+  const dataDir = t.testdir({ 'admin-client.json': {} })
+  let announced = ''
+  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', ADMIN_HOST: '127.0.0.1', ADMIN_PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'silent' })
+  await t.rejects(startServer(config, { log: createLogger('silent'), announce: (text) => (announced += text) }))
+  t.match(announced, /^\nTessera created an admin client\. Its secret is shown only now:\n {2}client_id: {5}\S+\n {2}client_secret: [A-Za-z0-9_-]{43}\n/)
+  t.match(announced, /\(could not be written to \S+admin-client\.json: /, 'and why it is here')
 })

@@ -299,7 +299,7 @@ t.test('admin audit: events with their open details, and the filters checked fir
 })
 
 t.test('the admin listener refuses, as documented', async (t) => {
-  const reader = await srv.createClient({ grant_types: ['client_credentials'], scopes: ['read', 'admin'] })
+  const reader = await srv.createClient({ grant_types: ['client_credentials'], scopes: ['read', 'admin'], audiences: [`${srv.issuer}/admin`] })
   const readOnly = (await srv.post('/token', { grant_type: 'client_credentials', scope: 'read' }, reader.auth)).body.access_token
   const metrics = await adminRaw('GET', '/metrics', { authorization: `Bearer ${await srv.adminToken()}` })
   check(t, 'GET', '/metrics', metrics)

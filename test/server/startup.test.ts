@@ -36,7 +36,7 @@ t.test('configuration errors are clear', async (t) => {
   t.notMatch(run.stderr, /\n\s+at /, 'no stack trace')
 })
 
-t.test('first start on an empty DATA_DIR announces an admin client and keeps it in admin-client.json', async (t) => {
+t.test('first start on an empty DATA_DIR keeps a new admin client in admin-client.json, and says so on stderr without the secret', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'tessera-start-'))
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
   const first = await spawnServer(t, { DATA_DIR: dataDir })
@@ -44,6 +44,9 @@ t.test('first start on an empty DATA_DIR announces an admin client and keeps it 
   t.equal(statSync(file).mode & 0o777, 0o600, 'readable by its owner only')
   t.equal(statSync(join(dataDir, 'key-encryption-key')).mode & 0o777, 0o600)
   const creds = JSON.parse(readFileSync(file, 'utf8'))
+  // stderr is what log pipelines collect: it says where the secret is, and never the secret.
+  t.ok(first.stderr().includes(`Tessera created an admin client, ${creds.client_id}. Its id and secret are in ${file}\n`), 'stderr names the file')
+  t.notOk(first.stderr().includes(creds.client_secret), 'the secret is not on stderr')
   const token = await fetch(`${first.url}/token`, {
     method: 'POST',
     headers: { authorization: basic(creds.client_id, creds.client_secret), 'content-type': 'application/x-www-form-urlencoded' },

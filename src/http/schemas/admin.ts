@@ -374,14 +374,15 @@ export const ADMIN_SECURITY_SCHEMES = {
     bearerFormat: 'JWT',
     description:
       'An access token of this server with scope admin (GET /metrics: metrics or admin), from client_credentials at the ' +
-      'public POST /token. Unexpired and unrevoked; checked as introspection checks it. A DPoP-bound token is refused as Bearer.',
+      'public POST /token, whose aud is the admin API’s resource identifier, ISSUER followed by /admin (any other is 401 ' +
+      'invalid_token). Unexpired and unrevoked; checked as introspection checks it. A DPoP-bound token is refused as Bearer.',
   },
   adminDpop: {
     type: 'http',
     scheme: 'DPoP',
     description:
       'A DPoP-bound access token (RFC 9449 §7): Authorization: DPoP <token>, with a DPoP header holding a proof of its key ' +
-      'for this call (htm, htu the URL the request reached, ath the token’s hash). A failed proof is 401 invalid_dpop_proof ' +
+      'for this call (htm, htu ADMIN_URL followed by the path, never the Host header; ath the token’s hash). A failed proof is 401 invalid_dpop_proof ' +
       'with a DPoP challenge.',
   },
 } as const

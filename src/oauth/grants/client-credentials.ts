@@ -1,4 +1,4 @@
-import { resolveAudiences } from '../audience.js'
+import { clientAudiences } from '../audience.js'
 import { grantScopes, parseScope } from '../scope.js'
 import type { GrantHandler } from './grant.js'
 
@@ -8,7 +8,7 @@ export const clientCredentialsGrant: GrantHandler = {
   parameters: ['scope', 'resource'],
   async handle({ client, params, services, dpop }) {
     const scopes = grantScopes(parseScope(params.get('scope')), client.scopes)
-    const audiences = resolveAudiences(params.all('resource'), client.audiences, services.issuer())
+    const audiences = clientAudiences(params.all('resource'), client, services.issuer(), scopes)
     return services.tokens.issueForClient(client, scopes, audiences, dpop?.jkt)
   },
 }

@@ -1,5 +1,5 @@
 import { invalidGrant, slowDown } from '../../errors.js'
-import { resolveAudiences } from '../audience.js'
+import { userAudiences } from '../audience.js'
 import { allowedForUser, grantScopes, parseScope } from '../scope.js'
 import type { GrantHandler } from './grant.js'
 
@@ -11,7 +11,7 @@ export const passwordGrant: GrantHandler = {
     const username = params.required('username')
     const password = params.required('password')
     const requested = parseScope(params.get('scope'))
-    const audiences = resolveAudiences(params.all('resource'), client.audiences, services.issuer())
+    const audiences = userAudiences(params.all('resource'), client, services.issuer())
     // A place in the hashing queue first (503 at once when it is full, with nothing counted), then
     // the attempt is counted before the password is checked (src/throttle/login.ts).
     const slot = services.hasher.enter()

@@ -5,7 +5,9 @@ import type { GrantHandler } from './grant.js'
 /**
  * RFC 6749 §6: Refreshing an Access Token, with rotation (RFC 9700 §4.14.2). A grant started with
  * a DPoP proof is bound to its key (RFC 9449 §5): every refresh must prove that key, and the
- * access token it gets stays bound to it.
+ * access token it gets stays bound to it. A public client's grant begun without a proof is bound
+ * at its first refresh with one (§5: a public client's refresh token is bound to the key of the
+ * proof it was issued with): from then on, the same rules.
  */
 export const refreshTokenGrant: GrantHandler = {
   grantType: 'refresh_token',
@@ -33,6 +35,9 @@ export const refreshTokenGrant: GrantHandler = {
     const beyond = resources.filter((r) => !grant.audiences.includes(r))
     if (beyond.length > 0) throw invalidTarget(`resource not in the original grant: ${beyond.join(' ')}`)
     const audiences = resources.length > 0 ? [...new Set(resources)] : grant.audiences
-    return services.tokens.rotate(client, presented, scopes, audiences, { address }, dpop?.jkt)
+    // A confidential client's refresh tokens are bound by its authentication (§5); its grant stays
+    // as it began, and a refresh with a proof gets a bound access token only.
+    const bind = grant.dpopJkt === null && dpop !== undefined && client.tokenEndpointAuthMethod === 'none'
+    return services.tokens.rotate(client, presented, scopes, audiences, { address }, dpop?.jkt, bind)
   },
 }
