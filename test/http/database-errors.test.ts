@@ -115,7 +115,7 @@ t.test('a read-only database (a primary demoted during a failover): writes are a
       `select count(*)::int as n from pg_stat_activity where usename = $1 and application_name not like 'tessera feed%'`,
       [role],
     )
-    if (pool().total <= rows[0]!.n) break
+    if (pool()!.total <= rows[0]!.n) break
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
   unavailable(t, await createClient(srv), 'read-only')
