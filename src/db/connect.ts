@@ -153,7 +153,7 @@ async function openPglite(dataDir: string, log: Logger, wrap: (d: Dialect) => Di
   useBaselineWasmCompiler()
   const { PGlite } = await import('@electric-sql/pglite')
   const startParams = [...PGlite.defaultStartParams, ...EMBEDDED_START_PARAMS]
-  const handle = (pglite: InstanceType<typeof PGlite>, release = () => {}): DatabaseHandle => {
+  const handle = (pglite: InstanceType<typeof PGlite>, release = async () => {}): DatabaseHandle => {
     const db = new Kysely<Database>({ dialect: wrap(new PGliteDialect({ pglite })) })
     // One session serves everything, notifications included; it is never lost.
     const feed: FeedConnection = {
@@ -172,7 +172,7 @@ async function openPglite(dataDir: string, log: Logger, wrap: (d: Dialect) => Di
   // DATA_DIR also holds the key-encryption key and the admin client's credentials; the database
   // gets a folder of its own in it.
   mkdirSync(dataDir, { recursive: true, mode: 0o700 })
-  const release = lockDataDir(dataDir)
+  const release = await lockDataDir(dataDir)
   try {
     const pgdata = await ensureCluster(dataDir, log)
     const pglite = await PGlite.create(pgdata, { startParams }).catch((err: unknown) => {
@@ -181,7 +181,7 @@ async function openPglite(dataDir: string, log: Logger, wrap: (d: Dialect) => Di
     })
     return handle(pglite, release)
   } catch (err) {
-    release()
+    await release()
     throw err
   }
 }
