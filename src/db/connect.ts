@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs'
+import { Socket } from 'node:net'
 import { Kysely, PGliteDialect, PostgresDialect, type Dialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
@@ -16,6 +17,12 @@ export interface DatabaseHandle {
   /** The pool's occupancy, for metrics; absent on the embedded database, which has no pool. */
   poolStats?: () => PoolStats
   close(): Promise<void>
+  /**
+   * Destroys every connection at once, the feed's too: what waits on them fails now. For a
+   * shutdown past its deadline, when close() waits on a connection that no longer answers (a
+   * half-open TCP connection can take minutes to be noticed).
+   */
+  abort(): void
 }
 
 /**
@@ -57,6 +64,14 @@ export async function openDatabase(opts: DatabaseOptions): Promise<DatabaseHandl
 }
 
 function openPostgres(connectionString: string, listenUrl: string, timeoutMs: number, log: Logger, wrap: (d: Dialect) => Dialect): DatabaseHandle {
+  // Every socket under every client, pooled or the feed's, made here so that abort() can reach it.
+  const sockets = new Set<Socket>()
+  const stream = () => {
+    const socket = new Socket()
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+    return socket
+  }
   // Bounded waits: with the database gone, a request fails within the timeout (and is answered
   // 503) instead of queueing behind connections that will never come.
   const pool = new pg.Pool({
@@ -66,6 +81,7 @@ function openPostgres(connectionString: string, listenUrl: string, timeoutMs: nu
     connectionTimeoutMillis: timeoutMs,
     query_timeout: timeoutMs,
     keepAlive: true,
+    stream,
   })
   // An idle client whose connection drops emits 'error' on the pool; a checked-out one emits it on
   // the client itself, and unhandled it would kill the process. The query in flight fails and
@@ -78,15 +94,19 @@ function openPostgres(connectionString: string, listenUrl: string, timeoutMs: nu
   return {
     db,
     backend: 'postgres',
-    openFeedConnection: () => openPostgresFeed(listenUrl, timeoutMs),
+    openFeedConnection: () => openPostgresFeed(listenUrl, timeoutMs, stream),
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: pool.options.max }),
     close: () => db.destroy(),
+    abort: () => {
+      for (const socket of sockets) socket.destroy()
+    },
   }
 }
 
-async function openPostgresFeed(connectionString: string, timeoutMs: number): Promise<FeedConnection> {
+async function openPostgresFeed(connectionString: string, timeoutMs: number, stream: () => Socket): Promise<FeedConnection> {
   const client = new pg.Client({
     connectionString,
+    stream,
     keepAlive: true,
     connectionTimeoutMillis: timeoutMs,
     query_timeout: timeoutMs,
@@ -164,7 +184,8 @@ async function openPglite(dataDir: string, log: Logger, wrap: (d: Dialect) => Di
       onLost: () => undefined,
       close: async () => undefined,
     }
-    return { db, backend: 'pglite', openFeedConnection: async () => feed, close: () => db.destroy().finally(release) }
+    // In-process, with nothing on the network to wait for: there is nothing to abort.
+    return { db, backend: 'pglite', openFeedConnection: async () => feed, close: () => db.destroy().finally(release), abort: () => undefined }
   }
   // In memory (the tests) there is nothing to keep apart or to leave behind, and initdb runs here.
   if (dataDir.startsWith('memory://')) return handle(await PGlite.create(dataDir, { startParams }))
