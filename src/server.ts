@@ -7,7 +7,7 @@ import type { Logger } from 'pino'
 import { buildAdminApp, buildPublicApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { parseKeyEncryptionKey, type Config } from './config.js'
-import { openDatabase } from './db/connect.js'
+import { ListenUrlMismatchError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { migrate } from './db/migrate.js'
 import { drainable, type Drain } from './http/drain.js'
 import { createLogger } from './log.js'
@@ -122,6 +122,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       },
     })
     await bootstrapAdmin(tessera, config, opts.announce ?? ((text) => process.stderr.write(text)))
+    await checkListenUrl(database, config, log)
     await tessera.start()
 
     // Under node:cluster every worker's n-th listen on port 0 gets the same port (WEB_CONCURRENCY):
@@ -143,6 +144,23 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   } catch (err) {
     await close().catch(() => undefined)
     throw err
+  }
+}
+
+/**
+ * Refuses to start with a DATABASE_LISTEN_URL that reaches another database or schema than
+ * DATABASE_URL (checkSameDatabase says why that matters). The feed checks the same on every
+ * connect and never leases on a mismatch, but it keeps retrying, which hides the mistake in a
+ * warning; at start it is a configuration error, said once. A listen URL that cannot be reached
+ * now is not refused: the instance reads the database per call until the feed connects.
+ */
+async function checkListenUrl(database: DatabaseHandle, config: Config, log: Logger): Promise<void> {
+  if (database.backend !== 'postgres' || !config.serveFromMemory || config.databaseListenUrl === config.databaseUrl) return
+  try {
+    await (await database.openFeedConnection()).close()
+  } catch (err) {
+    if (err instanceof ListenUrlMismatchError) throw err
+    log.warn({ err: err instanceof Error ? err.message : String(err) }, 'DATABASE_LISTEN_URL could not be checked at start')
   }
 }
 

@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
 import { Socket } from 'node:net'
-import { Kysely, PGliteDialect, PostgresDialect, type Dialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
+import { Kysely, PGliteDialect, sql, PostgresDialect, type Dialect, type PostgresPool, type PostgresPoolClient } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
 import type { PoolStats } from '../metrics.js'
@@ -12,7 +13,10 @@ import type { Database } from './schema.js'
 export interface DatabaseHandle {
   db: Kysely<Database>
   backend: 'postgres' | 'pglite'
-  /** A connection of its own for change notifications (see FeedConnection). */
+  /**
+   * A connection of its own for change notifications (see FeedConnection); on Postgres, proved
+   * to reach the pool's database and schema first (checkSameDatabase).
+   */
   openFeedConnection(): Promise<FeedConnection>
   /** The pool's occupancy, for metrics; absent on the embedded database, which has no pool. */
   poolStats?: () => PoolStats
@@ -94,7 +98,16 @@ function openPostgres(connectionString: string, listenUrl: string, timeoutMs: nu
   return {
     db,
     backend: 'postgres',
-    openFeedConnection: () => openPostgresFeed(listenUrl, timeoutMs, stream),
+    openFeedConnection: async () => {
+      const feed = await openPostgresFeed(listenUrl, timeoutMs, stream)
+      try {
+        await checkSameDatabase(db, feed.db)
+      } catch (err) {
+        await feed.close()
+        throw err
+      }
+      return feed
+    },
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: pool.options.max }),
     close: () => db.destroy(),
     abort: () => {
@@ -148,6 +161,44 @@ async function openPostgresFeed(connectionString: string, timeoutMs: number, str
       failed ??= new Error('closed')
       await client.end().catch(() => undefined)
     },
+  }
+}
+
+/** DATABASE_LISTEN_URL reaches another database, or another schema, than DATABASE_URL. */
+export class ListenUrlMismatchError extends Error {
+  override name = 'ListenUrlMismatchError'
+}
+
+/**
+ * Proves that the feed's session reaches the database and schema the pool does, by a random
+ * value written through the pool and read back through the feed. A feed elsewhere would load its
+ * view from another deployment's tables and renew its lease in an `instances` table no writer of
+ * this one reads, so that it answered from memory what writers here had revoked; one on a database
+ * without our tables would fail later with a less helpful error. Names alone (database, schema,
+ * host) prove nothing: two clusters, or a pooler and a replica, can answer to the same ones.
+ * Both statements run outside any transaction, so a transaction-mode pooler in DATABASE_URL
+ * commits the write before the read.
+ */
+export async function checkSameDatabase(pool: Kysely<Database>, feed: Kysely<Database>): Promise<void> {
+  const token = randomBytes(16).toString('hex')
+  await sql`insert into listen_probes (token) values (${token})`.execute(pool)
+  try {
+    let seen: boolean
+    try {
+      seen = (await sql`select 1 from listen_probes where token = ${token}`.execute(feed)).rows.length === 1
+    } catch (err) {
+      // undefined_table: a database or schema without Tessera's tables.
+      if ((err as { code?: unknown }).code !== '42P01') throw err
+      seen = false
+    }
+    if (!seen) {
+      throw new ListenUrlMismatchError(
+        'DATABASE_LISTEN_URL does not reach the database and schema that DATABASE_URL does: a value written through DATABASE_URL could not be read through it. ' +
+          'Point both at the same database, with the same search_path (options=-c search_path=...), or leave DATABASE_LISTEN_URL unset',
+      )
+    }
+  } finally {
+    await sql`delete from listen_probes where token = ${token} or created_at < now() - interval '1 hour'`.execute(pool).catch(() => undefined)
   }
 }
 
