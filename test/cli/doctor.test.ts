@@ -143,7 +143,7 @@ t.test('a DATABASE_LISTEN_URL that reaches another schema: the notifications che
   // per database), which is why the check writes and reads a value instead.
   const other = (await isolatedDatabase())!
   t.teardown(() => other.drop())
-  const migrated = await runCli(['migrate'], { env: { DATABASE_URL: other.url, KEY_ENCRYPTION_KEY: kek }, cwd: t.testdirName })
+  const migrated = await runCli(['migrate'], { env: { DATABASE_URL: other.url, KEY_ENCRYPTION_KEY: kek } })
   t.equal(migrated.code, 0, migrated.stderr)
   const r = await doctor({ ...env, DATABASE_LISTEN_URL: other.url })
   t.equal(r.code, 1, r.stdout)
