@@ -7,7 +7,7 @@ import { sql } from 'kysely'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import { isDatabaseUnavailable } from '../../src/db/errors.js'
-import { assertOAuthError, backend, startTestServer, type HttpResult, type TestServer } from '../helpers/server.js'
+import { assertOAuthError, backend, isolatedDatabase, startTestServer, type HttpResult, type TestServer } from '../helpers/server.js'
 
 /** Runs statements on the server's database from outside its request path. */
 async function sideSession(srv: TestServer): Promise<{ run(statement: string): Promise<void>; close(): Promise<void> }> {
@@ -119,4 +119,25 @@ t.test('a read-only database (a primary demoted during a failover): writes are a
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
   unavailable(t, await createClient(srv), 'read-only')
+})
+
+t.test('a lock held elsewhere past lock_timeout (55P03), a statement past statement_timeout (57014): 503', { skip: backend !== 'postgres' && 'needs Postgres: timeouts of a server session' }, async (t) => {
+  for (const [setting, code] of [['lock_timeout', '55P03'], ['statement_timeout', '57014']] as const) {
+    const database = (await isolatedDatabase())!
+    t.teardown(() => database.drop())
+    const url = new URL(database.url)
+    url.searchParams.set('options', `${url.searchParams.get('options')} -c ${setting}=300`)
+    const srv = await startTestServer(t, { DATABASE_URL: url.toString() })
+    await srv.adminToken()
+    // A side session holds the table against inserts (reads still pass) until the answer is in.
+    const side = new pg.Client({ connectionString: database.url })
+    await side.connect()
+    await side.query('begin')
+    await side.query('lock table clients in exclusive mode')
+    const r = await createClient(srv)
+    await side.query('rollback')
+    await side.end()
+    unavailable(t, r, `${setting} (${code})`)
+    t.equal((await createClient(srv)).status, 201, 'and with the lock gone, it succeeds')
+  }
 })
