@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import { chmodSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildAdminApp, buildPublicApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { listenerUrl, parseKeyEncryptionKey, type Config } from './config.js'
-import { openDatabase } from './db/connect.js'
+import { ListenUrlMismatchError, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { migrate } from './db/migrate.js'
 import { drainable, type Drain } from './http/drain.js'
 import { createLogger } from './log.js'
@@ -67,23 +68,40 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   let tessera: Tessera | undefined
   const apps: Array<{ app: FastifyInstance; drain: Drain }> = []
   // The shutdown, in order; also what a failed start undoes, so each step allows for the parts
-  // not made yet. Each step starts when the one before has finished.
+  // not made yet. Each step starts when the one before has finished. SHUTDOWN_TIMEOUT bounds the
+  // whole of it: an orchestrator kills the process at its own deadline (docker stop's 10 s, a
+  // pod's grace period), and a database that stopped answering (a half-open connection after a
+  // failover) would otherwise hold the steps after the drain for minutes.
   const close = async () => {
+    const deadline = performance.now() + config.shutdownTimeout * 1000
+    const left = () => Math.max(0, deadline - performance.now())
     // 1. Both listeners stop accepting, answer what is in flight and close every connection,
-    //    within SHUTDOWN_TIMEOUT.
-    const cut = await Promise.all(apps.map(({ drain }) => drain(config.shutdownTimeout * 1000)))
+    //    leaving the steps after it a share of SHUTDOWN_TIMEOUT; they take milliseconds when the
+    //    database answers.
+    const reserve = Math.min(CLOSE_RESERVE_MS, (config.shutdownTimeout * 1000) / 4)
+    const cut = await Promise.all(apps.map(({ drain }) => drain(Math.max(0, left() - reserve))))
     const destroyed = cut.reduce((a, b) => a + b, 0)
     if (destroyed > 0) log.warn({ destroyed }, 'connections still open at the shutdown deadline were destroyed')
-    // 2. fastify's own onClose hooks (its server is closed already).
-    for (const { app } of apps) await app.close()
-    // 3. The lease (given up, so that no writer waits for it), the change feed, the key schedule
-    //    and housekeeping; waits for a key tick under way; then writes the audit events still
-    //    buffered (after the drain, so the requests answered in it are on record).
-    await tessera?.stop()
-    // 4. The database: every step before may still use it.
-    await database.close()
-    // 5. The spans still buffered, the shutdown's own among them.
-    await tracing.shutdown()
+    const rest = (async () => {
+      // 2. fastify's own onClose hooks (its server is closed already).
+      for (const { app } of apps) await app.close()
+      // 3. The lease (given up, so that no writer waits for it), the change feed, the key schedule
+      //    and housekeeping; waits for a key tick under way; then writes the audit events still
+      //    buffered (after the drain, so the requests answered in it are on record).
+      await tessera?.stop()
+      // 4. The database: every step before may still use it.
+      await database.close()
+    })()
+    const finished = await settlesWithin(rest, left())
+    if (finished) await rest
+    else {
+      // Whatever still waits on the database fails now (the lease then runs out by itself, and
+      // audit events not yet written are lost: the warning says so).
+      log.warn({ timeoutSeconds: config.shutdownTimeout }, 'the database did not answer by the shutdown deadline: its connections were destroyed; audit events still buffered may be lost')
+      database.abort()
+    }
+    // 5. The spans still buffered, the shutdown's own among them, in what time is left.
+    await settlesWithin(tracing.shutdown(), left())
     return { destroyed }
   }
   try {
@@ -109,6 +127,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       },
     })
     await bootstrapAdmin(tessera, config, opts.announce ?? ((text) => process.stderr.write(text)))
+    await checkListenUrl(database, config, log)
     await tessera.start()
 
     // Under node:cluster every worker's n-th listen on port 0 gets the same port (WEB_CONCURRENCY):
@@ -131,6 +150,43 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   } catch (err) {
     await close().catch(() => undefined)
     throw err
+  }
+}
+
+/**
+ * Refuses to start with a DATABASE_LISTEN_URL that reaches another database or schema than
+ * DATABASE_URL (checkSameDatabase says why that matters). The feed checks the same on every
+ * connect and never leases on a mismatch, but it keeps retrying, which hides the mistake in a
+ * warning; at start it is a configuration error, said once. A listen URL that cannot be reached
+ * now is not refused: the instance reads the database per call until the feed connects.
+ */
+async function checkListenUrl(database: DatabaseHandle, config: Config, log: Logger): Promise<void> {
+  if (database.backend !== 'postgres' || !config.serveFromMemory || config.databaseListenUrl === config.databaseUrl) return
+  try {
+    await (await database.openFeedConnection()).close()
+  } catch (err) {
+    if (err instanceof ListenUrlMismatchError) throw err
+    log.warn({ err: err instanceof Error ? err.message : String(err) }, 'DATABASE_LISTEN_URL could not be checked at start')
+  }
+}
+
+// Of SHUTDOWN_TIMEOUT, what the drain leaves to the steps after it (at most a quarter).
+const CLOSE_RESERVE_MS = 2000
+
+/** Whether `work` settled (either way) within `ms`; it is not waited for after that. */
+async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const done = work.then(
+    () => true,
+    () => true,
+  )
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms)
+  })
+  try {
+    return await Promise.race([done, late])
+  } finally {
+    clearTimeout(timer)
   }
 }
 

@@ -56,7 +56,8 @@ const USAGE = `usage: tessera doctor [--json] [--url URL]
   Checks, with the configuration \`tessera serve\` would use here (environment and ./.env):
   the configuration; the database (reachable, round trip); the migrations; that
   KEY_ENCRYPTION_KEY opens the stored signing keys; the active key's state and age; the clock
-  against the database's; change notifications (DATABASE_LISTEN_URL); and the public URL
+  against the database's; change notifications (DATABASE_LISTEN_URL, which must reach the
+  database and schema DATABASE_URL does); and the public URL
   (ISSUER, or --url): its metadata names ISSUER, and /readyz.
 
   With the embedded database in use by a running server, the checks that need the database
@@ -517,7 +518,15 @@ async function notificationsCheck(database: DatabaseHandle, report: (r: CheckRes
       report(problem('warn', 'notifications', `no change notification arrived within ${NOTIFY_TIMEOUT_MS / 1000} s over the listen connection`, fix))
     }
   } catch (err) {
-    report(problem('warn', 'notifications', `cannot open the listen connection (DATABASE_LISTEN_URL, else DATABASE_URL): ${oneLine(err)}`, fix))
+    const { ListenUrlMismatchError } = await import('../db/connect.js')
+    if (err instanceof ListenUrlMismatchError) {
+      // The server refuses to start with it, and a running one never leases through it.
+      report(problem('fail', 'notifications', err.message, 'give DATABASE_LISTEN_URL the database and search_path of DATABASE_URL (a direct connection to the same server), or unset it'))
+    } else if ((err as { code?: unknown }).code === '42P01') {
+      report(skip('notifications', 'the migrations that let the listen connection be checked are not applied'))
+    } else {
+      report(problem('warn', 'notifications', `cannot open the listen connection (DATABASE_LISTEN_URL, else DATABASE_URL): ${oneLine(err)}`, fix))
+    }
   } finally {
     await feed?.close().catch(() => undefined)
   }

@@ -137,3 +137,23 @@ t.test('a wrong KEY_ENCRYPTION_KEY: the stored keys do not open, exit 1', async 
   t.equal(keys.status, 'fail')
   t.equal(keys.details.not_opening.length, 1)
 })
+
+t.test('a DATABASE_LISTEN_URL that reaches another schema: the notifications check fails, exit 1', { skip: backend !== 'postgres' && 'needs Postgres' }, async (t) => {
+  // Another deployment's schema in the same database: notifications would still arrive (they are
+  // per database), which is why the check writes and reads a value instead.
+  const other = (await isolatedDatabase())!
+  t.teardown(() => other.drop())
+  const migrated = await runCli(['migrate'], { env: { DATABASE_URL: other.url, KEY_ENCRYPTION_KEY: kek } })
+  t.equal(migrated.code, 0, migrated.stderr)
+  const r = await doctor({ ...env, DATABASE_LISTEN_URL: other.url })
+  t.equal(r.code, 1, r.stdout)
+  t.equal(
+    lineOf(r.stdout, 'notifications'),
+    'fail: notifications: DATABASE_LISTEN_URL does not reach the database and schema that DATABASE_URL does: a value written through DATABASE_URL could not be read through it. ' +
+      'Point both at the same database, with the same search_path (options=-c search_path=...), or leave DATABASE_LISTEN_URL unset' +
+      ' — fix: give DATABASE_LISTEN_URL the database and search_path of DATABASE_URL (a direct connection to the same server), or unset it',
+  )
+  const same = new URL(database!.url)
+  same.searchParams.set('application_name', 'listen')
+  t.match(lineOf((await doctor({ ...env, DATABASE_LISTEN_URL: same.toString() })).stdout, 'notifications'), /^ok:\s+notifications: /, 'the same schema by another URL passes')
+})

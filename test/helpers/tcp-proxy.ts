@@ -6,6 +6,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net'
 export class TcpProxy {
   private server: Server | undefined
   private readonly sockets = new Set<Socket>()
+  private stalled = false
   private constructor(
     readonly port: number,
     private readonly target: { host: string; port: number },
@@ -33,6 +34,13 @@ export class TcpProxy {
   async restore(): Promise<void> {
     if (this.server !== undefined) return
     const server = createServer((inbound) => {
+      if (this.stalled) {
+        // Accepted, and then nothing: a peer that no longer answers.
+        this.sockets.add(inbound)
+        inbound.pause()
+        inbound.on('error', () => undefined)
+        return
+      }
       const outbound = connect(this.target)
       this.sockets.add(inbound).add(outbound)
       const drop = () => {
@@ -50,6 +58,19 @@ export class TcpProxy {
     this.server = server
   }
 
+  /**
+   * Stops passing bytes either way while keeping every connection open, and accepts new ones
+   * without answering: a database host that froze, or a connection left half-open by a failover,
+   * which TCP takes minutes to notice. Undone only by cut() or close().
+   */
+  stall(): void {
+    this.stalled = true
+    for (const socket of this.sockets) {
+      socket.unpipe()
+      socket.pause()
+    }
+  }
+
   /** Resets every connection and refuses new ones until restore(). */
   async cut(): Promise<void> {
     const server = this.server
@@ -60,6 +81,7 @@ export class TcpProxy {
   }
 
   async close(): Promise<void> {
+    this.stalled = false
     await this.cut()
   }
 }

@@ -8,6 +8,7 @@ import { loadConfig } from '../../src/config.js'
 import { RawConnection, form, openSockets, send, type Answer } from '../helpers/connections.js'
 import { spawnServer, type ServerProcess } from '../helpers/process.js'
 import { ADMIN_ID, ADMIN_SECRET, basic, isolatedDatabase } from '../helpers/server.js'
+import { TcpProxy } from '../helpers/tcp-proxy.js'
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 // Time for bytes written on loopback to be read by the server before the signal that follows.
@@ -197,7 +198,8 @@ t.test('a connection stuck in the middle of a request is destroyed at SHUTDOWN_T
   await sleep(SETTLE_MS)
 
   const exit = await terminate(srv)
-  t.ok(exit.afterMs >= 2_000, `waited for the deadline (${exit.afterMs} ms)`)
+  // The drain's deadline: SHUTDOWN_TIMEOUT less the quarter left to closing the rest.
+  t.ok(exit.afterMs >= 1_500, `waited for the drain's deadline (${exit.afterMs} ms)`)
   t.ok(exit.afterMs < 6_000, `then exited (${exit.afterMs} ms after the signal)`)
   t.same({ code: exit.code, signal: exit.signal }, { code: 0, signal: null }, 'exit code 0: the stop asked for happened')
   await Promise.all(stuck.map((s) => s.closed))
@@ -207,4 +209,39 @@ t.test('a connection stuck in the middle of a request is destroyed at SHUTDOWN_T
     'a warning with the count of connections destroyed',
   )
   t.match(srv.logs.find((l) => l.msg === 'shut down'), { destroyed: 2 })
+})
+
+t.test('a database that stops answering (a half-open connection) does not hold the exit past SHUTDOWN_TIMEOUT', { skip: !process.env['DATABASE_URL'] && 'needs Postgres: the embedded database has no connection to stall' }, async (t) => {
+  const database = (await isolatedDatabase())!
+  t.teardown(() => database.drop())
+  const target = new URL(database.url)
+  const proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 5432) })
+  t.teardown(() => proxy.close())
+  // Both the pool and the feed's LISTEN session go through the proxy (DATABASE_LISTEN_URL
+  // defaults to DATABASE_URL).
+  const srv = await spawnServer(t, {
+    DATABASE_URL: proxy.url(database.url),
+    KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+    BOOTSTRAP_ADMIN_CLIENT_ID: ADMIN_ID,
+    BOOTSTRAP_ADMIN_CLIENT_SECRET: ADMIN_SECRET,
+    SHUTDOWN_TIMEOUT: '2',
+  })
+  // Pooled connections in use a moment ago, an audit event buffered, and the feed leased.
+  t.ok((await adminToken(srv)).length > 0)
+  for (let waited = 0; ((await (await fetch(`${srv.url}/readyz`)).json()) as { view?: string }).view !== 'leased'; waited += 20) {
+    if (waited > 30_000) throw new Error('never leased')
+    await sleep(20)
+  }
+  proxy.stall()
+
+  const exit = await terminate(srv, 15_000)
+  t.same({ code: exit.code, signal: exit.signal }, { code: 0, signal: null }, 'exit code 0, not killed')
+  // The deadline, and the second exitWhenIdle allows for pino's last lines.
+  t.ok(exit.afterMs < 3_500, `exited ${exit.afterMs} ms after the signal (SHUTDOWN_TIMEOUT 2 s)`)
+  t.match(
+    srv.logs.find((l) => l.level === 40 && /shutdown deadline/.test(String(l.msg))),
+    { msg: /the database did not answer by the shutdown deadline/ },
+    'a warning says what was cut off',
+  )
+  t.match(srv.logs.find((l) => l.msg === 'shut down'), { destroyed: 0 })
 })
