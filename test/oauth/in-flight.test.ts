@@ -76,8 +76,36 @@ t.test('a login that checked a password since changed, with the user\u2019s toke
   assertOAuthError(t, (await held) as never, 400, 'invalid_grant')
   const live = await srv.tessera.db.selectFrom('grants').select('id').where('user_id', '=', userId).where('revoked_at', 'is', null).execute()
   t.same(live, [], 'no live grant of the user')
+  await srv.tessera.audit.flush()
+  const { events } = await auditPage(srv, { type: 'login.failed', user: userId })
+  t.same(events.map((e) => e.details), [{ reason: 'changed_during_login' }], 'on record as a failed login')
   t.equal((await login('erin', 'erin password 1')).status, 400, 'the old password is refused')
   t.equal((await login('erin', 'erin password 2')).status, 200, 'the new one works')
+})
+
+t.test('a login that checked the password of a user disabled since gets no grant', async (t) => {
+  const userId = await srv.createUser('ida', 'ida password')
+  let held: Promise<unknown>
+  if (backend === 'postgres') {
+    const side = await sideSession(t, srv)
+    await side.query('begin')
+    await side.query('select 1 from clients where client_id = $1 for update', [app.id])
+    held = login('ida', 'ida password')
+    await blockedBy(side, /from clients where client_id = \$1 for share/)
+    t.equal((await srv.admin('PATCH', `/admin/users/${userId}`, { disabled: true })).status, 200)
+    await side.query('commit')
+  } else {
+    let disabled: Promise<unknown> | undefined
+    clock.at('TokenService.startGrant', () => {
+      disabled = srv.tessera.users.update(userId, { disabled: true })
+    })
+    held = login('ida', 'ida password')
+    await held
+    t.match(await disabled, { disabled: true }, 'disabled between the check and the grant')
+  }
+  assertOAuthError(t, (await held) as never, 400, 'invalid_grant')
+  const grants = await srv.tessera.db.selectFrom('grants').select('id').where('user_id', '=', userId).execute()
+  t.same(grants, [], 'no grant was made')
 })
 
 t.test('a refresh racing the revocation of its grant rotates nothing', async (t) => {
