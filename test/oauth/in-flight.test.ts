@@ -219,3 +219,26 @@ t.test('a client_credentials request held on its proof\u2019s replay check gets 
   const introspected = await srv.post('/introspect', { token: fresh.body.access_token }, [svc.id, rotated.body.client_secret])
   t.equal(introspected.body.active, true)
 })
+
+// Last: it moves the clock on by minutes (the proofs above are made with the real time).
+t.test('a grant revoked after a rotation stays revoked in memory as long as the rotated tokens live', async (t) => {
+  // The access token outlives the refresh token, so the rotation extends the grant.
+  const short = await srv.createClient({ access_token_ttl: 600, refresh_token_ttl: 60 })
+  const userId = await srv.createUser('jane', 'jane password')
+  const first = await srv.post('/token', { grant_type: 'password', username: 'jane', password: 'jane password' }, short.auth)
+  t.equal(first.status, 200)
+  clock.advance(30)
+  const second = await srv.post('/token', { grant_type: 'refresh_token', refresh_token: first.body.refresh_token }, short.auth)
+  t.equal(second.status, 200)
+  const claims = decodeJwt(second.body.access_token).payload
+  t.equal((await srv.post('/introspect', { token: second.body.access_token }, short.auth)).body.active, true)
+  const revoked = await srv.post('/revoke', { token: second.body.refresh_token, token_type_hint: 'refresh_token' }, short.auth)
+  t.equal(revoked.status, 200)
+  // Past the expiry the grant had before the rotation, and the view's housekeeping run.
+  clock.advance(580)
+  srv.tessera.view.prune(clock.now().getTime())
+  t.ok(srv.tessera.view.isFresh(), 'memory answers')
+  const facts = srv.tessera.view.tokenFacts({ jti: claims.jti, clientId: short.id, userId, grantId: claims.sid })
+  t.equal(facts?.grantRevoked, true, 'the revocation is still in memory')
+  t.same((await srv.post('/introspect', { token: second.body.access_token }, short.auth)).body, { active: false })
+})
