@@ -221,7 +221,8 @@ t.test('a client_credentials request held on its proof\u2019s replay check gets 
 })
 
 // Last: it moves the clock on by minutes (the proofs above are made with the real time).
-t.test('a grant revoked after a rotation stays revoked in memory as long as the rotated tokens live', async (t) => {
+const fromMemory = process.env['TESSERA_TEST_SERVE_FROM_MEMORY'] !== 'false'
+t.test('a grant revoked after a rotation stays revoked in memory as long as the rotated tokens live', { skip: !fromMemory && 'serving per call' }, async (t) => {
   // The access token outlives the refresh token, so the rotation extends the grant.
   const short = await srv.createClient({ access_token_ttl: 600, refresh_token_ttl: 60 })
   const userId = await srv.createUser('jane', 'jane password')
