@@ -67,17 +67,16 @@ export const tokenRepository = {
    * Locks the client and the user against "revoke every token" while a grant is made for them,
    * so that a revocation either sees the new grant or happens after it. A share lock, because the
    * key-share lock the grant's foreign keys take does not wait for an update of the client's row.
-   * The client first, then the user, each in a statement of its own: one order for every caller.
    * Returns the user as it is now, under the lock (a login checks that it is still the user whose
-   * password it verified); undefined when either has just been deleted.
+   * password it verified: a row locked after a wait is read as the writer left it); undefined
+   * when either has just been deleted.
    */
   async lockGrantOwners(db: Executor, clientId: string, userId: string): Promise<{ passwordHash: string; disabled: boolean } | undefined> {
-    const client = await sql`select 1 from clients where client_id = ${clientId} for share`.execute(db)
-    if (client.rows.length === 0) return undefined
-    const user = await sql<{ passwordHash: string; disabled: boolean }>`
-      select password_hash as "passwordHash", disabled from users where id = ${asUuid(userId)}::uuid for share
+    const r = await sql<{ passwordHash: string; disabled: boolean }>`
+      select u.password_hash as "passwordHash", u.disabled
+      from clients c, users u where c.client_id = ${clientId} and u.id = ${asUuid(userId)}::uuid for share
     `.execute(db)
-    return user.rows[0]
+    return r.rows[0]
   },
 
   /** Locks the user's row, the other side of lockGrantOwners; false when there is no such user. */
