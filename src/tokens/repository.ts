@@ -67,13 +67,16 @@ export const tokenRepository = {
    * Locks the client and the user against "revoke every token" while a grant is made for them,
    * so that a revocation either sees the new grant or happens after it. A share lock, because the
    * key-share lock the grant's foreign keys take does not wait for an update of the client's row.
-   * False when either has just been deleted.
+   * Returns the user as it is now, under the lock (a login checks that it is still the user whose
+   * password it verified: a row locked after a wait is read as the writer left it); undefined
+   * when either has just been deleted.
    */
-  async lockGrantOwners(db: Executor, clientId: string, userId: string): Promise<boolean> {
-    const r = await sql`
-      select 1 from clients c, users u where c.client_id = ${clientId} and u.id = ${userId}::uuid for share
+  async lockGrantOwners(db: Executor, clientId: string, userId: string): Promise<{ passwordHash: string; disabled: boolean } | undefined> {
+    const r = await sql<{ passwordHash: string; disabled: boolean }>`
+      select u.password_hash as "passwordHash", u.disabled
+      from clients c, users u where c.client_id = ${clientId} and u.id = ${asUuid(userId)}::uuid for share
     `.execute(db)
-    return r.rows.length > 0
+    return r.rows[0]
   },
 
   /** Locks the user's row, the other side of lockGrantOwners; false when there is no such user. */
@@ -99,13 +102,20 @@ export const tokenRepository = {
       .execute()
   },
 
-  /** Keeps the grant (and so reuse detection and its tokens' status) until at least `until`. */
-  async extendGrant(db: Executor, grantId: string, until: Date): Promise<void> {
-    await db
+  /**
+   * Keeps the grant (and so reuse detection and its tokens' status) until at least `until`, if it
+   * is not revoked; false when it is (or is gone). The update waits for a revocation of the grant
+   * under way and then reads its outcome, so a grant is never extended past its revocation: the
+   * expiry a revocation reads (revokeGrant) is the last any token of the grant will have.
+   */
+  async extendLiveGrant(db: Executor, grantId: string, until: Date): Promise<boolean> {
+    const r = await db
       .updateTable('grants')
       .set((eb) => ({ expires_at: sql<Date>`greatest(${eb.ref('expires_at')}, ${until})` }))
       .where('id', '=', grantId)
-      .execute()
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst()
+    return r.numUpdatedRows > 0n
   },
 
   /**

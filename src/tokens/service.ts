@@ -26,10 +26,12 @@ export interface TokenLifetimes {
   refreshTokenTtl: number
 }
 
-/** The refresh token presented and what it was issued for, once it is known to be usable. */
+/** The refresh token presented and what it was issued for, once it is known to be of a live grant. */
 export interface LiveRefreshToken {
   hash: Buffer
   grant: Grant
+  /** Whether it had been exchanged already when it was read: a replay, which rotate() tells. */
+  spent: boolean
 }
 
 export class TokenService {
@@ -68,6 +70,11 @@ export class TokenService {
    * use the refresh_token grant. With `jkt` (a DPoP proof came with the request), the grant is
    * bound to that key: its access tokens, and every refresh of the family (src/oauth/grants/
    * refresh-token.ts).
+   *
+   * `user` is the user as the password was checked against: the grant is made only if the user is
+   * still enabled and has that password hash when their row is locked. A password changed (or the
+   * user disabled, and their tokens revoked) while the login was under way stops it, as it would
+   * have a moment later.
    */
   async startGrant(client: Client, user: User, scopes: string[], audiences: string[], jkt?: string): Promise<TokenResponse> {
     const now = this.clock.now()
@@ -78,8 +85,10 @@ export class TokenService {
     const accessExpiry = addSeconds(now, accessTtl)
     const grant = { id: randomUUID(), clientId: client.clientId, userId: user.id, scopes, audiences, dpopJkt: jkt ?? null }
     await this.db.transaction().execute(async (trx) => {
-      if (!(await tokenRepository.lockGrantOwners(trx, client.clientId, user.id))) {
-        throw invalidGrant('invalid username or password', 'user or client deleted during login')
+      const owner = await tokenRepository.lockGrantOwners(trx, client.clientId, user.id)
+      if (owner === undefined) throw invalidGrant('invalid username or password', 'user or client deleted during login')
+      if (owner.disabled || owner.passwordHash !== user.passwordHash) {
+        throw invalidGrant('invalid username or password', 'password changed or user disabled during login')
       }
       const until = refresh !== undefined && refreshExpiry > accessExpiry ? refreshExpiry : accessExpiry
       await tokenRepository.insertGrant(trx, grant, now, until)
@@ -153,11 +162,11 @@ export class TokenService {
   }
 
   /**
-   * The grant behind a refresh token the client may use now. Expired, revoked, unknown or
-   * another client's tokens are invalid_grant; a token already used is reuse, so its whole
-   * family is revoked first (RFC 9700 §4.14.2), and recorded as a security event from `origin`.
+   * The grant behind a refresh token of this client, if the grant is live and the token unexpired.
+   * Expired, revoked, unknown or another client's tokens are invalid_grant. Whether it was spent is
+   * only noted here: rotate() decides that, in its transaction, for a replay and a race alike.
    */
-  async findRefreshToken(client: Client, token: string, origin: Origin = NO_ORIGIN): Promise<LiveRefreshToken> {
+  async findRefreshToken(client: Client, token: string): Promise<LiveRefreshToken> {
     const hash = sha256(token)
     const record = await tokenRepository.findRefreshToken(this.db, hash)
     const now = this.clock.now()
@@ -166,19 +175,18 @@ export class TokenService {
     }
     if (record.grant.revokedAt !== null) throw invalidGrant('refresh token is invalid', 'grant revoked')
     if (record.expiresAt <= now) throw invalidGrant('refresh token is invalid', 'refresh token expired')
-    if (record.usedAt !== null) {
-      await this.revokeGrant(record.grant.id)
-      this.recordReuse(client, record.grant, origin, false)
-      throw invalidGrant('refresh token is invalid', `refresh token reused: grant ${record.grant.id} revoked`)
-    }
-    return { hash, grant: record.grant }
+    return { hash, grant: record.grant, spent: record.usedAt !== null }
   }
 
   /**
    * Rotates the refresh token (RFC 6749 §6, RFC 9700 §4.14.2): the presented one is spent, a new
-   * one is issued in the same grant. Of concurrent exchanges of one token exactly one wins; to
-   * the others it is reuse, and the grant is revoked. With `jkt` the access token is bound to that
-   * DPoP key (for a bound grant, the caller has checked it is the grant's); with `bind` too, an
+   * one is issued in the same grant. A token spent already is reuse: the whole family is revoked,
+   * and that is recorded as a security event from `origin`. The one place that tells is the
+   * conditional update that spends the token, so of concurrent exchanges of one token exactly one
+   * wins and to the others it is reuse as well. A grant revoked since it was read (a revocation
+   * racing this refresh) is invalid_grant, and nothing is issued: the grant is extended in the same
+   * transaction only while it is not revoked. With `jkt` the access token is bound to that DPoP
+   * key (for a bound grant, the caller has checked it is the grant's); with `bind` too, an
    * unbound grant is bound to it, in the same transaction that spends the presented token.
    */
   async rotate(
@@ -194,21 +202,25 @@ export class TokenService {
     const accessTtl = this.accessTtl(client)
     const refresh = randomSecret()
     const refreshExpiry = addSeconds(now, this.refreshTtl(client))
+    const accessExpiry = addSeconds(now, accessTtl)
     const grantId = presented.grant.id
     const won = await this.changes.write(async (trx, change) => {
       if (!(await tokenRepository.markUsed(trx, presented.hash, now))) {
         await revokeGrantIn(trx, grantId, now, change)
         return false
       }
+      if (!(await tokenRepository.extendLiveGrant(trx, grantId, refreshExpiry > accessExpiry ? refreshExpiry : accessExpiry))) {
+        throw invalidGrant('refresh token is invalid', `grant ${grantId} revoked during the refresh`)
+      }
       if (bind && jkt !== undefined) await tokenRepository.bindGrant(trx, grantId, jkt)
       await tokenRepository.insertRefreshToken(trx, sha256(refresh), grantId, now, refreshExpiry)
-      const accessExpiry = addSeconds(now, accessTtl)
-      await tokenRepository.extendGrant(trx, grantId, refreshExpiry > accessExpiry ? refreshExpiry : accessExpiry)
       return true
     })
     if (!won) {
-      this.recordReuse(client, presented.grant, origin, true)
-      throw invalidGrant('refresh token is invalid', `refresh token reused concurrently: grant ${grantId} revoked`)
+      // Spent when it was read: a replay; unspent then, so another exchange got in first: a race.
+      const concurrent = !presented.spent
+      this.recordReuse(client, presented.grant, origin, concurrent)
+      throw invalidGrant('refresh token is invalid', `refresh token reused${concurrent ? ' concurrently' : ''}: grant ${grantId} revoked`)
     }
     const { token } = this.accessTokens.issue({
       sub: presented.grant.userId,

@@ -1,7 +1,7 @@
 // "Revoke every token of this client" against a login under way, on real Postgres (PGlite runs one
 // transaction at a time, so the race cannot happen there). Postgres only (npm run test:pg).
-import pg from 'pg'
 import t from 'tap'
+import { blockedBy, sideSession } from '../helpers/lock-waits.js'
 import { startTestServer } from '../helpers/server.js'
 
 if (!process.env['DATABASE_URL']) {
@@ -10,14 +10,11 @@ if (!process.env['DATABASE_URL']) {
   const srv = await startTestServer(t)
   const app = await srv.createClient()
   const userId = await srv.createUser('heidi', 'heidi password')
-  const schema = new URL(srv.env['DATABASE_URL']!).searchParams.get('options')!
 
   t.test('a login waits for a revocation of its client under way, and the revocation for it', async (t) => {
     // Stand in for revokeAllForClient, whose update holds the client's row. (The grant's foreign
     // key alone would not wait for it: an update of non-key columns lets key-share locks by.)
-    const revoker = new pg.Client({ connectionString: process.env['DATABASE_URL'], options: schema })
-    await revoker.connect()
-    t.teardown(() => revoker.end())
+    const revoker = await sideSession(t, srv)
     await revoker.query('begin')
     await revoker.query('update clients set tokens_revoked_at = now() where client_id = $1', [app.id])
 
@@ -27,7 +24,8 @@ if (!process.env['DATABASE_URL']) {
       .finally(() => {
         settled = true
       })
-    await new Promise((resolve) => setTimeout(resolve, 500))
+    // Waiting for the state, not for a while: a slow password hash would pass a sleep as well.
+    await blockedBy(revoker, /\bfrom clients\b.* for share\s*$/s)
     t.notOk(settled, 'the login is held until the revocation commits')
     await revoker.query('commit')
     const r = await login

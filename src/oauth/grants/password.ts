@@ -1,4 +1,4 @@
-import { invalidGrant, slowDown } from '../../errors.js'
+import { OAuthError, invalidGrant, slowDown } from '../../errors.js'
 import { userAudiences } from '../audience.js'
 import { allowedForUser, grantScopes, parseScope } from '../scope.js'
 import type { GrantHandler } from './grant.js'
@@ -39,9 +39,21 @@ export const passwordGrant: GrantHandler = {
       throw invalidGrant('invalid username or password', check.failure)
     }
     const { user } = check
+    const scopes = grantScopes(requested, allowedForUser(client.scopes, user.scopes))
+    let response
+    try {
+      response = await services.tokens.startGrant(client, user, scopes, audiences, dpop?.jkt)
+    } catch (err) {
+      // The password checked out, but the user changed (a new password, disabled, deleted) before
+      // the grant was made: refused as it would have been a moment later.
+      if (err instanceof OAuthError && err.code === 'invalid_grant') {
+        const known = { id: user.id, username: user.username }
+        services.audit.record({ type: 'login.failed', address, clientId: client.clientId, username, user: known, reason: 'changed_during_login' })
+      }
+      throw err
+    }
     await services.loginThrottle.succeeded(username, address)
     services.audit.record({ type: 'login.succeeded', address, clientId: client.clientId, user: { id: user.id, username: user.username } })
-    const scopes = grantScopes(requested, allowedForUser(client.scopes, user.scopes))
-    return services.tokens.startGrant(client, user, scopes, audiences, dpop?.jkt)
+    return response
   },
 }

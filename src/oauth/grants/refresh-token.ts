@@ -13,9 +13,12 @@ export const refreshTokenGrant: GrantHandler = {
   grantType: 'refresh_token',
   parameters: ['refresh_token', 'scope', 'resource'],
   async handle({ client, params, services, address, dpop }) {
-    const presented = await services.tokens.findRefreshToken(client, params.required('refresh_token'), { address })
+    const presented = await services.tokens.findRefreshToken(client, params.required('refresh_token'))
     const { grant } = presented
-    // Before anything is spent: a refresh token stolen without its key stays usable by its owner.
+    // Before anything is spent: a refresh token stolen without its key stays usable by its owner,
+    // and a spent one replayed without it is refused without ending its owner's grant: reuse is
+    // told by rotate(), after every check, and only a request that could have used the token
+    // reveals a theft by presenting it.
     if (grant.dpopJkt !== null && dpop === undefined) {
       throw invalidGrant('this refresh token is bound to a DPoP key: send a DPoP proof', `grant ${grant.id} is DPoP-bound`)
     }
