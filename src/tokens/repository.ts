@@ -287,6 +287,17 @@ export const tokenRepository = {
       .execute()
   },
 
+  /** revokedGrants, of one client: what its revoke-tokens revoked, for the views to apply. */
+  async revokedGrantsOfClient(db: Executor, clientId: string, now: Date): Promise<Array<{ id: string; until: Date }>> {
+    return db
+      .selectFrom('grants')
+      .select(['id', 'expires_at as until'])
+      .where('client_id', '=', clientId)
+      .where('revoked_at', 'is not', null)
+      .where('expires_at', '>', now)
+      .execute()
+  },
+
   /** Deletes what can no longer matter: expired deny-list entries, grants and refresh tokens. */
   async purgeExpired(db: Executor, now: Date): Promise<void> {
     await db.deleteFrom('revoked_access_tokens').where('expires_at', '<', now).execute()

@@ -58,7 +58,7 @@ export class TokenService {
    */
   async issueForClient(client: Client, scopes: string[], audiences: string[], jkt?: string): Promise<TokenResponse> {
     const ttl = this.accessTtl(client)
-    const { token } = this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl, jkt })
+    const { token } = this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl, jkt, clientRevokedAt: client.tokensRevokedAt })
     this.issued(client, 'client_credentials')
     return { access_token: token, token_type: tokenType(jkt), expires_in: ttl, scope: scopes.join(' ') }
   }

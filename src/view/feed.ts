@@ -136,7 +136,11 @@ export class ChangeFeed implements ChangeWriter {
       for (const c of changes) last = await changeRepository.record(trx, c)
       return r
     })
-    if (last > 0) await this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': last }, () => this.awaitApplied(last))
+    // A write that recorded nothing (a repeated revocation: a retry, two parties logging out one
+    // token) found the work done by a change that may not have reached every instance yet: it
+    // waits for the head it can see, which includes that change, as that change's writer does.
+    if (last === 0) last = await changeRepository.head(this.db)
+    await this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': last }, () => this.awaitApplied(last))
     return result
   }
 
@@ -281,9 +285,17 @@ export class ChangeFeed implements ChangeWriter {
       case 'grant':
         this.view.revokeGrant(change.subject, change.until.getTime())
         return
-      case 'client':
-        this.view.setClient(change.subject, await clientRepository.find(db, change.subject))
+      case 'client': {
+        // A revoke-tokens revoked the client's grants in the same transaction: the tokens of a
+        // grant are judged by their grant alone, so the view must learn of each, as for a user.
+        const [client, grants] = await Promise.all([
+          clientRepository.find(db, change.subject),
+          tokenRepository.revokedGrantsOfClient(db, change.subject, this.clock.now()),
+        ])
+        for (const g of grants) this.view.revokeGrant(g.id, g.until.getTime())
+        this.view.setClient(change.subject, client)
         return
+      }
       case 'user': {
         const [user, grants] = await Promise.all([
           userRepository.find(db, change.subject),
@@ -359,19 +371,22 @@ export class ChangeFeed implements ChangeWriter {
     const applied = this.applied
     const sent = performance.now()
     const leaseSeconds = LEASE_MS / 1000
-    // One statement, one snapshot: the lease is extended only if nothing committed is unapplied.
+    // The lease is extended only if nothing committed is unapplied. The head is read under a share
+    // lock, which a writer's update of it waits for: either this renewal commits first, and the
+    // writer's count (taken after its commit) sees the lease, or the writer commits first and
+    // this reads its sequence number, not the one of a snapshot taken before the commit.
     const r = await sql<{ head: number }>`
+      with h as (select seq from change_head for share)
       insert into instances as i (id, host, pid, lease_expires_at, acked_seq)
       select ${this.instanceId}::uuid, ${hostname()}, ${process.pid},
         case when ${applied} >= h.seq then now() + make_interval(secs => ${leaseSeconds}) else now() end,
         ${applied}
-      from change_head h
+      from h
       on conflict (id) do update set
         acked_seq = excluded.acked_seq,
         renewed_at = now(),
-        lease_expires_at = case when ${applied} >= (select seq from change_head)
-          then excluded.lease_expires_at else i.lease_expires_at end
-      returning (select seq::float8 from change_head) as head`.execute(connection.db)
+        lease_expires_at = greatest(i.lease_expires_at, excluded.lease_expires_at)
+      returning (select seq::float8 from h) as head`.execute(connection.db)
     const head = r.rows[0]!.head
     this.lastHead = Math.max(this.lastHead, head)
     if (this.connection !== connection || this.stopped) return

@@ -6,6 +6,8 @@ import { createServer, connect, type Server, type Socket } from 'node:net'
 export class TcpProxy {
   private server: Server | undefined
   private readonly sockets = new Set<Socket>()
+  private readonly pairs = new Set<[Socket, Socket]>()
+  private stalled = false
   private constructor(
     readonly port: number,
     private readonly target: { host: string; port: number },
@@ -35,16 +37,18 @@ export class TcpProxy {
     const server = createServer((inbound) => {
       const outbound = connect(this.target)
       this.sockets.add(inbound).add(outbound)
+      const pair: [Socket, Socket] = [inbound, outbound]
       const drop = () => {
         inbound.destroy()
         outbound.destroy()
         this.sockets.delete(inbound)
         this.sockets.delete(outbound)
+        this.pairs.delete(pair)
       }
       inbound.on('error', drop).on('close', drop)
       outbound.on('error', drop).on('close', drop)
-      inbound.pipe(outbound)
-      outbound.pipe(inbound)
+      this.pairs.add(pair)
+      if (!this.stalled) pipe(pair)
     })
     await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve))
     this.server = server
@@ -59,7 +63,32 @@ export class TcpProxy {
     if (server !== undefined) await new Promise((resolve) => server.close(resolve))
   }
 
+  /**
+   * Holds every byte in both directions, on open connections and new ones, without closing
+   * anything: a half-open network path, or a peer that stopped reading. resume() lets it all through.
+   */
+  stall(): void {
+    this.stalled = true
+    for (const [inbound, outbound] of this.pairs) {
+      inbound.unpipe(outbound)
+      outbound.unpipe(inbound)
+      inbound.pause()
+      outbound.pause()
+    }
+  }
+
+  resume(): void {
+    if (!this.stalled) return
+    this.stalled = false
+    for (const pair of this.pairs) pipe(pair)
+  }
+
   async close(): Promise<void> {
     await this.cut()
   }
+}
+
+function pipe([inbound, outbound]: [Socket, Socket]): void {
+  inbound.pipe(outbound)
+  outbound.pipe(inbound)
 }
