@@ -67,6 +67,10 @@ export class ChangeFeed implements ChangeWriter {
   private stopped = false
   private connecting: Promise<void> | undefined
   private lastHead = 0
+  /** The one pending reconnect; at most one, whatever failed and however often. */
+  private reconnectTimer: NodeJS.Timeout | undefined
+  /** The next reconnect's delay: doubles per attempt, back to the minimum once a renewal succeeds. */
+  private backoff = RECONNECT_MIN_MS
 
   constructor(
     private readonly database: Pick<DatabaseHandle, 'openFeedConnection'>,
@@ -86,7 +90,7 @@ export class ChangeFeed implements ChangeWriter {
   async start(): Promise<void> {
     if (!this.settings.serveFromMemory) return
     await this.connect()
-    if (this.connection === undefined) this.scheduleReconnect(RECONNECT_MIN_MS)
+    if (this.connection === undefined) this.scheduleReconnect()
   }
 
   /** Gives up the lease and closes the connection. */
@@ -94,6 +98,8 @@ export class ChangeFeed implements ChangeWriter {
     this.stopped = true
     this.view.holdLeaseUntil(0)
     if (this.renewTimer !== undefined) clearInterval(this.renewTimer)
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer)
+    this.reconnectTimer = undefined
     await this.connecting?.catch(() => undefined)
     await this.renewing?.catch(() => undefined)
     const connection = this.connection
@@ -180,7 +186,8 @@ export class ChangeFeed implements ChangeWriter {
   }
 
   private async openAndLoad(): Promise<void> {
-    if (this.stopped) return
+    // One feed session per instance, ever: a second would leak, and hold a LISTEN nobody reads.
+    if (this.stopped || this.connection !== undefined) return
     let connection: FeedConnection | undefined
     try {
       connection = await this.database.openFeedConnection()
@@ -212,17 +219,27 @@ export class ChangeFeed implements ChangeWriter {
     this.connection = undefined
     this.log.warn({ err: err.message }, 'change feed connection lost; reading the database per call until it is back')
     void connection.close()
-    this.scheduleReconnect(RECONNECT_MIN_MS)
+    this.scheduleReconnect()
   }
 
-  private scheduleReconnect(delay: number): void {
-    if (this.stopped) return
-    const timer = setTimeout(() => {
+  /**
+   * Tries to connect again after the current backoff, with jitter (instances that lost the same
+   * database do not come back in step). Every failure path calls this; while an attempt is
+   * pending or under way it does nothing, so failures never multiply the attempts. The backoff
+   * is reset by a successful renewal, not by a successful connect: a database that accepts the
+   * session but refuses the renewal (read-only after a failover, a full disk) is a failure too.
+   */
+  private scheduleReconnect(): void {
+    if (this.stopped || this.reconnectTimer !== undefined) return
+    const delay = this.backoff * (0.5 + Math.random() / 2)
+    this.backoff = Math.min(this.backoff * 2, RECONNECT_MAX_MS)
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined
       void this.connect().then(() => {
-        if (this.connection === undefined) this.scheduleReconnect(Math.min(delay * 2, RECONNECT_MAX_MS))
+        if (this.connection === undefined) this.scheduleReconnect()
       })
     }, delay)
-    timer.unref()
+    this.reconnectTimer.unref()
   }
 
   // --- applying changes, one task at a time ---
@@ -389,6 +406,7 @@ export class ChangeFeed implements ChangeWriter {
       returning (select seq::float8 from h) as head`.execute(connection.db)
     const head = r.rows[0]!.head
     this.lastHead = Math.max(this.lastHead, head)
+    this.backoff = RECONNECT_MIN_MS
     if (this.connection !== connection || this.stopped) return
     if (applied >= head) {
       this.view.holdLeaseUntil(sent + LEASE_MS - CLOCK_MARGIN_MS)
