@@ -91,13 +91,12 @@ export const changeRepository = {
   },
 
   /**
-   * Forgets changes older than `seconds` (by the database's clock, as they were stamped), and the
-   * rows of instances whose lease ran out that long ago (they crashed, or were paused that long:
-   * such an instance registers again when it renews).
+   * Forgets changes older than `seconds` (by the database's clock, as they were stamped: a step
+   * only makes an instance that missed them list everything again). Dead instances' rows are
+   * not purged by any clock: the change feed reaps them (src/view/feed.ts).
    */
   async purge(db: Executor, seconds: number): Promise<void> {
     await sql`delete from changes where created_at < now() - make_interval(secs => ${seconds})`.execute(db)
-    await sql`delete from instances where lease_expires_at < now() - make_interval(secs => ${seconds})`.execute(db)
   },
 }
 

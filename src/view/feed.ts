@@ -38,6 +38,7 @@ const RENEWALS_PER_LEASE = 6
 const CLOCK_MARGIN_MS = 50
 const RECONNECT_MIN_MS = 100
 const RECONNECT_MAX_MS = 2000
+const REAP_INTERVAL_MS = LEASE_MS / 3
 
 /**
  * The change feed of one instance: it keeps the MemoryView exact and holds the lease that says
@@ -71,6 +72,10 @@ export class ChangeFeed implements ChangeWriter {
   private reconnectTimer: NodeJS.Timeout | undefined
   /** The next reconnect's delay: doubles per attempt, back to the minimum once a renewal succeeds. */
   private backoff = RECONNECT_MIN_MS
+  private reapTimer: NodeJS.Timeout | undefined
+  private reaping: Promise<void> | undefined
+  /** Other instances' rows: the row version last seen, and when (performance.now()) it was first seen. */
+  private readonly watched = new Map<string, { version: string; since: number }>()
 
   constructor(
     private readonly database: Pick<DatabaseHandle, 'openFeedConnection'>,
@@ -88,6 +93,13 @@ export class ChangeFeed implements ChangeWriter {
    * simply reads the database per call. Resolves once the first attempt has succeeded or failed.
    */
   async start(): Promise<void> {
+    // Every instance reaps, leased or not: writers wait for every row until one is reaped.
+    this.reapTimer = setInterval(() => {
+      this.reaping ??= this.reap()
+        .catch((err: unknown) => this.log.debug({ err: message(err) }, 'could not look for dead instances'))
+        .finally(() => (this.reaping = undefined))
+    }, REAP_INTERVAL_MS)
+    this.reapTimer.unref()
     if (!this.settings.serveFromMemory) return
     await this.connect()
     if (this.connection === undefined) this.scheduleReconnect()
@@ -98,6 +110,8 @@ export class ChangeFeed implements ChangeWriter {
     this.stopped = true
     this.view.holdLeaseUntil(0)
     if (this.renewTimer !== undefined) clearInterval(this.renewTimer)
+    if (this.reapTimer !== undefined) clearInterval(this.reapTimer)
+    await this.reaping
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer)
     this.reconnectTimer = undefined
     await this.connecting?.catch(() => undefined)
@@ -151,10 +165,14 @@ export class ChangeFeed implements ChangeWriter {
   }
 
   /**
-   * Resolves once every instance with an unexpired lease has applied change `seq`, or its lease
-   * has run out. Called right after the change committed: a lease that does not acknowledge it
-   * cannot be extended, so after one lease length (on this instance's monotonic clock, which
-   * needs no database) every lease that could have been held at the commit has ended.
+   * Resolves once every registered instance has applied change `seq`, or one lease length has
+   * passed. Called right after the change committed: a lease that does not acknowledge it cannot
+   * be extended, so after one lease length (on this instance's monotonic clock, which needs no
+   * database) every lease that could have been held at the commit has ended.
+   *
+   * Which rows may still hold a lease is not judged by the database's clock (`lease_expires_at`):
+   * a forward step of it would make live leases look expired. A row counts until an instance that
+   * watched it go unrenewed for a lease length, by its own monotonic clock, has deleted it (reap).
    */
   async awaitApplied(seq: number): Promise<void> {
     const deadline = performance.now() + LEASE_MS + CLOCK_MARGIN_MS
@@ -162,8 +180,7 @@ export class ChangeFeed implements ChangeWriter {
     for (;;) {
       try {
         const r = await sql<{ waiting: number }>`
-          select count(*)::int as waiting from instances
-          where lease_expires_at > now() and acked_seq < ${seq}`.execute(this.db)
+          select count(*)::int as waiting from instances where acked_seq < ${seq}`.execute(this.db)
         if (r.rows[0]!.waiting === 0) return
       } catch (err) {
         // The change is committed; without the database the wait is simply the full bound.
@@ -174,6 +191,34 @@ export class ChangeFeed implements ChangeWriter {
       await sleep(Math.min(pause, left))
       pause = Math.min(pause * 2, 20)
     }
+  }
+
+  /**
+   * Deletes the rows of instances that have not renewed for a lease length as this instance's
+   * monotonic clock measures it: their leases have ended (a lease runs a lease length from the
+   * renewal that extended it, on the lessee's own monotonic clock, and every renewal writes a new
+   * row version). No database clock is involved, so none can step a live lease out of the
+   * writers' sight. A delete that races a renewal finds a new version and deletes nothing; a
+   * renewal after it registers the instance again, leased only if it has applied the head.
+   */
+  private async reap(): Promise<void> {
+    const rows = await sql<{ id: string; version: string }>`
+      select id::text as id, xmin::text as version from instances where id <> ${this.instanceId}::uuid`.execute(this.db)
+    // Taken after the read: no later than the first moment the version was seen.
+    const now = performance.now()
+    const present = new Set<string>()
+    for (const { id, version } of rows.rows) {
+      present.add(id)
+      const seen = this.watched.get(id)
+      if (seen === undefined || seen.version !== version) {
+        this.watched.set(id, { version, since: now })
+      } else if (now - seen.since > LEASE_MS + CLOCK_MARGIN_MS) {
+        await sql`delete from instances where id = ${id}::uuid and xmin::text = ${version}`.execute(this.db)
+        this.watched.delete(id)
+        this.log.info({ instance: id }, 'removed an instance that stopped renewing its lease')
+      }
+    }
+    for (const id of this.watched.keys()) if (!present.has(id)) this.watched.delete(id)
   }
 
   // --- connection ---
@@ -387,6 +432,7 @@ export class ChangeFeed implements ChangeWriter {
   private async renewOnce(connection: FeedConnection): Promise<void> {
     const applied = this.applied
     const sent = performance.now()
+    const sentWall = Date.now()
     const leaseSeconds = LEASE_MS / 1000
     // The lease is extended only if nothing committed is unapplied. The head is read under a share
     // lock, which a writer's update of it waits for: either this renewal commits first, and the
@@ -405,12 +451,19 @@ export class ChangeFeed implements ChangeWriter {
         lease_expires_at = greatest(i.lease_expires_at, excluded.lease_expires_at)
       returning (select seq::float8 from h) as head`.execute(connection.db)
     const head = r.rows[0]!.head
+    const heard = this.lastHead
     this.lastHead = Math.max(this.lastHead, head)
     this.backoff = RECONNECT_MIN_MS
     if (this.connection !== connection || this.stopped) return
     if (applied >= head) {
-      this.view.holdLeaseUntil(sent + LEASE_MS - CLOCK_MARGIN_MS)
-    } else if (this.applied < head) {
+      this.view.holdLeaseUntil(sent + LEASE_MS - CLOCK_MARGIN_MS, sentWall + LEASE_MS - CLOCK_MARGIN_MS)
+      return
+    }
+    if (this.applied < head) {
+      // A change committed that this instance never heard of (its notification is late or lost):
+      // its writer waits for this lease by the writer's clock, not this one's, so the view is
+      // not trusted until it has caught up. One it has heard of is being applied already.
+      if (heard < head) this.view.holdLeaseUntil(0)
       // A notification may be on its way; if it was lost, this fills the gap.
       void this.enqueue(() => this.catchUp(connection.db, head)).then(
         () => this.renew(),

@@ -160,6 +160,51 @@ async function runTests(databaseUrl: string, proxy: TcpProxy, a: ServerProcess, 
     t.ok(await cluster.leased(b), 'b takes its lease again')
   })
 
+  t.test("a forward step of the database's clock does not hide a live lease from writers", async (t) => {
+    t.ok(await cluster.leased(b), 'b answers from memory')
+    const { access_token } = await tokens(a, cc, app)
+    t.equal((await introspect(b, access_token, rs)).active, true, 'active on b')
+    proxy.stall()
+    // What b's row looks like to a writer after the database's clock jumped an hour ahead.
+    await observer.client.query(
+      "update instances set lease_expires_at = lease_expires_at - interval '1 hour', renewed_at = renewed_at - interval '1 hour' where pid = $1",
+      [b.child.pid],
+    )
+    const stalled = Date.now()
+    await revoke(a, access_token, app)
+    const waited = Date.now() - stalled
+    t.ok(waited >= LEASE_MS - RENEW_MS - 250, `the revocation waited ${waited} ms: by the writer's own clock`)
+    t.same(await introspect(b, access_token, rs), { active: false }, 'b answers no')
+    proxy.resume()
+    t.ok(await cluster.leased(b), 'b takes its lease again')
+  })
+
+  t.test('an instance that learns of a change it never heard of stops answering from memory at once', async (t) => {
+    t.ok(await cluster.leased(b), 'b answers from memory')
+    const { access_token } = await tokens(a, cc, app)
+    t.equal((await introspect(b, access_token, rs)).active, true, 'active on b')
+    const { jti, exp } = decodeJwt(access_token).payload
+    // A revocation whose notification is lost: recorded, but never sent.
+    const writer = await side()
+    const holder = await side()
+    t.teardown(() => Promise.all([writer.client.end(), holder.client.end()]))
+    await writer.client.query('begin')
+    await writer.client.query('insert into revoked_access_tokens (jti, expires_at) values ($1, to_timestamp($2))', [jti, exp])
+    await writer.client.query(
+      "with h as (update change_head set seq = seq + 1 returning seq) insert into changes (seq, kind, subject, until) select seq, 'access_token', $1, to_timestamp($2) from h",
+      [jti, exp],
+    )
+    await writer.client.query('commit')
+    // b learns of it at its next renewal, and cannot read it from the changes table yet.
+    await holder.client.query('begin')
+    await holder.client.query('lock table changes in access exclusive mode')
+    await until('b to try to catch up', async () => (await blockedBy([holder.pid])) >= 1)
+    t.same(await introspect(b, access_token, rs), { active: false }, 'b reads the database instead of its stale view')
+    await holder.client.query('commit')
+    t.ok(await cluster.leased(b), 'b catches up and takes its lease again')
+    t.same(await introspect(b, access_token, rs), { active: false }, 'and answers no from memory')
+  })
+
   t.test('a renewal that read the head before a commit cannot grant a lease the writer did not wait for', async (t) => {
     t.ok(await cluster.leased(b), 'b answers from memory')
     const { access_token } = await tokens(a, cc, app)
