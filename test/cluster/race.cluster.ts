@@ -16,7 +16,7 @@ import { TcpProxy } from '../helpers/tcp-proxy.js'
 
 const API = 'https://api.example'
 const ADMIN: [string, string] = ['race-admin', 'race-admin-secret-0123456789']
-const RUN_MS = Number(process.env['RACE_MS'] ?? 15_000)
+const RUN_MS = Number(process.env['RACE_MS'] ?? 10_000)
 const SEED = Number(process.env['RACE_SEED'] ?? Math.floor(Math.random() * 2 ** 31))
 const WORKERS = 8
 
@@ -85,9 +85,11 @@ async function run(instances: ServerProcess[], proxy: TcpProxy) {
         ...(body !== undefined && { body: JSON.stringify(body) }),
       })
       const text = await res.text()
-      // A key rotation ends the admin's token too.
-      if (res.status === 401 && attempt === 0) {
+      // A key rotation ends the admin's token too; and an instance that has not polled the new
+      // key yet refuses the new token (it fails closed) for up to a poll interval.
+      if (res.status === 401 && attempt < 50) {
         adminToken = undefined
+        await sleep(50)
         continue
       }
       return { status: res.status, body: text === '' ? undefined : JSON.parse(text) }
@@ -129,18 +131,31 @@ async function run(instances: ServerProcess[], proxy: TcpProxy) {
     return { value, kind: 'access', client, user, grant, kid: header.kid, started, issued: performance.now() }
   }
 
+  const introspect = async (token: Token, instance: number) => {
+    const started = performance.now()
+    const r = await post('/introspect', { token: token.value }, rs, instances[instance])
+    if (r.status !== 200) throw new Error(`introspect: ${r.status} ${r.text}`)
+    answers.push({ token, instance, started, active: r.body.active === true })
+    count('introspect')
+  }
+  /**
+   * Records a revocation, then reads it back at once: the latest few tokens it covers, on every
+   * instance (where a stale view shows first).
+   */
+  const revoked = async (r: Revocation) => {
+    revocations.push(r)
+    const covered = tokens.filter((x) => r.covers(x)).slice(-3)
+    await Promise.all(covered.flatMap((x) => instances.map((_, i) => introspect(x, i))))
+  }
   const operations: Array<[number, () => Promise<void>]> = [
     [
       30,
       async () => {
-        const token = recent()
+        // Half the time a token that a recent revocation covers: where a stale answer would be.
+        const last = revocations.slice(-10)
+        const token = random() < 0.5 && last.length > 0 ? tokens.findLast((x) => pick(last).covers(x)) : recent()
         if (token === undefined) return
-        const instance = Math.floor(random() * instances.length)
-        const started = performance.now()
-        const r = await post('/introspect', { token: token.value }, rs, instances[instance])
-        if (r.status !== 200) throw new Error(`introspect: ${r.status} ${r.text}`)
-        answers.push({ token, instance, started, active: r.body.active === true })
-        count('introspect')
+        await introspect(token, Math.floor(random() * instances.length))
       },
     ],
     [
@@ -190,13 +205,7 @@ async function run(instances: ServerProcess[], proxy: TcpProxy) {
       async () => {
         // An access token at /revoke, sometimes one revoked already (a retry, a second logout).
         const token = random() < 0.3 && revocations.length > 0 ? lastRevokedAccessToken() : recent('access')
-        if (token === undefined) return
-        const app = apps.find((a) => a[0] === token.client)!
-        const started = performance.now()
-        const r = await post('/revoke', { token: token.value }, app)
-        if (r.status !== 200) throw new Error(`revoke: ${r.status} ${r.text}`)
-        revocations.push({ what: `access token ${decodeJwt(token.value).payload.jti}`, started, returned: performance.now(), covers: (x) => x.value === token.value })
-        count('revoke access token')
+        if (token !== undefined) await revokeAccessToken(token, random() < 0.4)
       },
     ],
     [
@@ -208,7 +217,7 @@ async function run(instances: ServerProcess[], proxy: TcpProxy) {
         const started = performance.now()
         const r = await post('/revoke', { token: token.value }, app)
         if (r.status !== 200) throw new Error(`revoke: ${r.status} ${r.text}`)
-        revocations.push({ what: `grant ${token.grant}`, started, returned: performance.now(), covers: (x) => x.grant === token.grant })
+        await revoked({ what: `grant ${token.grant}`, started, returned: performance.now(), covers: (x) => x.grant === token.grant })
         count('revoke grant')
       },
     ],
@@ -221,7 +230,7 @@ async function run(instances: ServerProcess[], proxy: TcpProxy) {
         if (r.status !== 204) throw new Error(`revoke user: ${r.status}`)
         // Every grant of the user made before the revocation began; one made meanwhile may be either.
         const grants = new Set(tokens.filter((x) => x.user === user.id && x.issued < started).map((x) => x.grant))
-        revocations.push({ what: `user ${user.name}`, started, returned: performance.now(), covers: (x) => grants.has(x.grant) })
+        await revoked({ what: `user ${user.name}`, started, returned: performance.now(), covers: (x) => grants.has(x.grant) })
         count('revoke user')
       },
     ],
@@ -233,7 +242,7 @@ async function run(instances: ServerProcess[], proxy: TcpProxy) {
         const r = await admin('POST', `/admin/clients/${app[0]}/revoke-tokens`)
         if (r.status !== 204) throw new Error(`revoke client: ${r.status}`)
         const grants = new Set(tokens.filter((x) => x.client === app[0] && x.grant !== undefined && x.issued < started).map((x) => x.grant))
-        revocations.push({
+        await revoked({
           what: `client ${app[0]}`,
           started,
           returned: performance.now(),
@@ -252,7 +261,7 @@ async function run(instances: ServerProcess[], proxy: TcpProxy) {
           const r = await admin('POST', '/admin/keys/rotate?immediate=true')
           if (r.status !== 200) throw new Error(`rotate: ${r.status} ${JSON.stringify(r.body)}`)
           const kid = r.body.kid as string
-          revocations.push({ what: `keys but ${kid}`, started, returned: performance.now(), covers: (x) => x.kind === 'access' && x.kid !== kid && x.started < started })
+          await revoked({ what: `keys but ${kid}`, started, returned: performance.now(), covers: (x) => x.kind === 'access' && x.kid !== kid && x.started < started })
           count('rotate keys')
         } finally {
           rotating = false
@@ -260,6 +269,21 @@ async function run(instances: ServerProcess[], proxy: TcpProxy) {
       },
     ],
   ]
+  /** `retry`: the caller gives up waiting and sends it again while the first is under way. */
+  async function revokeAccessToken(token: Token, retry: boolean): Promise<void> {
+    const app = apps.find((a) => a[0] === token.client)!
+    const revokeIt = async () => {
+      const started = performance.now()
+      const r = await post('/revoke', { token: token.value }, app)
+      if (r.status !== 200) throw new Error(`revoke: ${r.status} ${r.text}`)
+      await revoked({ what: `access token ${decodeJwt(token.value).payload.jti}`, started, returned: performance.now(), covers: (x) => x.value === token.value })
+      count('revoke access token')
+    }
+    if (!retry) return revokeIt()
+    const first = revokeIt()
+    await sleep(random() * 50)
+    await Promise.all([first, revokeIt()])
+  }
   const lastRevokedAccessToken = () => {
     const last = revocations.findLast((r) => r.what.startsWith('access token'))
     return last && tokens.findLast((x) => x.kind === 'access' && last.covers(x))
@@ -281,7 +305,12 @@ async function run(instances: ServerProcess[], proxy: TcpProxy) {
         await sleep(200 + random() * 1500)
         proxy.stall()
         stalls++
-        await sleep(200 + random() * 1200)
+        const resume = performance.now() + 200 + random() * 1200
+        // What a stalled instance is most likely to get wrong: a revocation it has not heard of
+        // yet, sent twice, read back at once.
+        const live = tokens.filter((x) => x.kind === 'access' && !revocations.some((r) => r.covers(x))).slice(-20)
+        if (live.length > 0 && random() < 0.7) await revokeAccessToken(pick(live), true)
+        await sleep(resume - performance.now())
         proxy.resume()
       }
     })()
