@@ -137,11 +137,14 @@ export class TokenService {
 
   /** Deny-lists an access token until it expires, on every instance. False if it already was. */
   async denyAccessToken(jti: string, expiresAt: Date): Promise<boolean> {
-    return this.changes.write(async (trx, change) => {
+    const denied = await this.changes.write(async (trx, change) => {
       const denied = await tokenRepository.denyAccessToken(trx, jti, expiresAt)
       if (denied) change({ kind: 'access_token', subject: jti, until: expiresAt })
       return denied
     })
+    // Denied already: by a revocation whose change may not have reached every instance yet.
+    if (!denied) await this.changes.fence()
+    return denied
   }
 
   /**
@@ -149,7 +152,10 @@ export class TokenService {
    * was revoked already (or is gone).
    */
   async revokeGrant(grantId: string): Promise<boolean> {
-    return this.changes.write(async (trx, change) => revokeGrantIn(trx, grantId, this.clock.now(), change))
+    const revoked = await this.changes.write(async (trx, change) => revokeGrantIn(trx, grantId, this.clock.now(), change))
+    // Revoked already: by a revocation whose change may not have reached every instance yet.
+    if (!revoked) await this.changes.fence()
+    return revoked
   }
 
   /**

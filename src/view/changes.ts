@@ -28,6 +28,8 @@ export type ChangeKind = Change['kind']
  */
 export interface ChangeWriter {
   write<T>(work: (trx: Transaction<Database>, change: (c: Change) => void) => Promise<T>): Promise<T>
+  /** Resolves once every change committed so far has reached every instance: see ChangeFeed.fence. */
+  fence(): Promise<void>
 }
 
 /** A change with its place in the sequence. */

@@ -156,12 +156,19 @@ export class ChangeFeed implements ChangeWriter {
       for (const c of changes) last = await changeRepository.record(trx, c)
       return r
     })
-    // A write that recorded nothing (a repeated revocation: a retry, two parties logging out one
-    // token) found the work done by a change that may not have reached every instance yet: it
-    // waits for the head it can see, which includes that change, as that change's writer does.
-    if (last === 0) last = await changeRepository.head(this.db)
-    await this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': last }, () => this.awaitApplied(last))
+    if (last > 0) await this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': last }, () => this.awaitApplied(last))
     return result
+  }
+
+  /**
+   * Resolves once every change committed so far has reached every instance (or its lease has run
+   * out). For a revocation that found its work done already (a retry, two parties logging out
+   * one token): the change that did it may not have reached every instance yet, and the head
+   * read after this caller's own commit includes it.
+   */
+  async fence(): Promise<void> {
+    const head = await changeRepository.head(this.db)
+    await this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': head }, () => this.awaitApplied(head))
   }
 
   /**
