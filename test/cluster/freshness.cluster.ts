@@ -160,6 +160,21 @@ async function runTests(databaseUrl: string, proxy: TcpProxy, a: ServerProcess, 
     t.ok(await cluster.leased(b), 'b takes its lease again')
   })
 
+  t.test('a repeated revocation of a refresh token, which records nothing, still waits for the instances', async (t) => {
+    t.ok(await cluster.leased(b), 'b answers from memory')
+    const pw = await login(a)
+    t.equal((await introspect(b, pw.access_token, rs)).active, true, 'active on b')
+    const before = await head()
+    proxy.stall()
+    const first = settledFlag(revoke(a, pw.refresh_token, app))
+    await until('the first revocation to commit', async () => (await head()) > before)
+    await revoke(a, pw.refresh_token, app)
+    t.same(await introspect(b, pw.access_token, rs), { active: false }, "b answers no for the grant's access token once the retry has its answer")
+    await first.p
+    proxy.resume()
+    t.ok(await cluster.leased(b), 'b takes its lease again')
+  })
+
   t.test("a forward step of the database's clock does not hide a live lease from writers", async (t) => {
     t.ok(await cluster.leased(b), 'b answers from memory')
     const { access_token } = await tokens(a, cc, app)
@@ -198,7 +213,11 @@ async function runTests(databaseUrl: string, proxy: TcpProxy, a: ServerProcess, 
     // b learns of it at its next renewal, and cannot read it from the changes table yet.
     await holder.client.query('begin')
     await holder.client.query('lock table changes in access exclusive mode')
-    await until('b to try to catch up', async () => (await blockedBy([holder.pid])) >= 1)
+    const bFeed = await feedPid(b)
+    await until('b to try to catch up', async () => {
+      const r = await observer.client.query('select 1 from pg_stat_activity where pid = $1 and $2 = any(pg_blocking_pids(pid))', [bFeed, holder.pid])
+      return r.rows.length === 1
+    })
     t.same(await introspect(b, access_token, rs), { active: false }, 'b reads the database instead of its stale view')
     await holder.client.query('commit')
     t.ok(await cluster.leased(b), 'b catches up and takes its lease again')
