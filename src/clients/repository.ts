@@ -199,11 +199,15 @@ export const clientRepository = {
     return row && toClient(row)
   },
 
-  /** Marks every access token issued to the client so far as revoked; false when there is none. */
+  /**
+   * Marks every access token issued to the client so far as revoked; false when there is none.
+   * The mark only moves forward (src/tokens/status.ts compares a token's `cgen` with it), even when
+   * the revoker's clock is behind the previous one's.
+   */
   async revokeTokens(db: Executor, clientId: string, now: Date): Promise<boolean> {
     const r = await db
       .updateTable('clients')
-      .set({ tokens_revoked_at: now })
+      .set({ tokens_revoked_at: sql<Date>`greatest(${now}::timestamptz, tokens_revoked_at + interval '1 millisecond')` })
       .where('client_id', '=', clientId)
       .executeTakeFirst()
     return r.numUpdatedRows > 0n

@@ -22,6 +22,12 @@ export interface AccessTokenClaims {
   sid?: string
   /** RFC 9449 §6.1: the thumbprint of the DPoP key the token is bound to. */
   cnf?: { jkt: string }
+  /**
+   * A client_credentials token's client generation: the client's tokens_revoked_at (ms, 0 for
+   * never) in the record it was issued from. A revoke-tokens moves it on, so the token is revoked
+   * by comparing two values the database wrote, never the issuer's clock (src/tokens/status.ts).
+   */
+  cgen?: number
 }
 
 export interface VerifiedAccessToken {
@@ -38,6 +44,8 @@ export interface IssueRequest {
   grantId?: string | undefined
   /** Bind the token to this DPoP key (its RFC 7638 thumbprint). */
   jkt?: string | undefined
+  /** The client's tokensRevokedAt in the record the token is issued from: its `cgen`. */
+  clientRevokedAt?: Date | null | undefined
 }
 
 export const TOKEN_TYPE = 'at+jwt'
@@ -108,6 +116,7 @@ export class AccessTokens {
       scope: req.scopes.join(' '),
       ...(req.grantId !== undefined && { sid: req.grantId }),
       ...(req.jkt !== undefined && { cnf: { jkt: req.jkt } }),
+      ...(req.clientRevokedAt !== undefined && { cgen: req.clientRevokedAt?.getTime() ?? 0 }),
     }
     const signing = this.keys.signingKey()
     let sign = this.signers.get(signing.key)

@@ -58,6 +58,9 @@ const CLIENT_COLUMNS = [
 export const CLIENT_COLUMNS_COMPLETE: [Exclude<keyof ClientsTable, (typeof CLIENT_COLUMNS)[number]>] extends [never] ? true : never = true
 const CALLER_COLUMNS = CLIENT_COLUMNS.map((c) => `caller.${c} as "caller.${c}"`).join(', ')
 
+/** How far behind the others an instance's clock may run (`tessera doctor` fails beyond it too). */
+const PURGE_MARGIN_SECONDS = 60
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 /** A value a uuid column can be compared with: anything else can match no row. */
 export const asUuid = (v: string | undefined): string | null => (v !== undefined && UUID.test(v) ? v : null)
@@ -316,10 +319,27 @@ export const tokenRepository = {
       .execute()
   },
 
-  /** Deletes what can no longer matter: expired deny-list entries, grants and refresh tokens. */
+  /** revokedGrants, of one client: what its revoke-tokens revoked, for the views to apply. */
+  async revokedGrantsOfClient(db: Executor, clientId: string, now: Date): Promise<Array<{ id: string; until: Date }>> {
+    return db
+      .selectFrom('grants')
+      .select(['id', 'expires_at as until'])
+      .where('client_id', '=', clientId)
+      .where('revoked_at', 'is not', null)
+      .where('expires_at', '>', now)
+      .execute()
+  },
+
+  /**
+   * Deletes what can no longer matter: expired deny-list entries, grants and refresh tokens. Only
+   * once both the database's clock and this instance's (`now`) are past the expiry by a margin
+   * for the other instances' clocks: one clock running ahead or stepping forward alone never
+   * deletes a row an instance whose clock is behind still needs (docs/freshness.md).
+   */
   async purgeExpired(db: Executor, now: Date): Promise<void> {
-    await db.deleteFrom('revoked_access_tokens').where('expires_at', '<', now).execute()
-    await db.deleteFrom('grants').where('expires_at', '<', now).execute()
-    await db.deleteFrom('refresh_tokens').where('expires_at', '<', now).execute()
+    const before = sql<Date>`least(now(), ${now}::timestamptz) - make_interval(secs => ${PURGE_MARGIN_SECONDS})`
+    await db.deleteFrom('revoked_access_tokens').where('expires_at', '<', before).execute()
+    await db.deleteFrom('grants').where('expires_at', '<', before).execute()
+    await db.deleteFrom('refresh_tokens').where('expires_at', '<', before).execute()
   },
 }

@@ -60,7 +60,7 @@ export class TokenService {
    */
   async issueForClient(client: Client, scopes: string[], audiences: string[], jkt?: string): Promise<TokenResponse> {
     const ttl = this.accessTtl(client)
-    const { token } = this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl, jkt })
+    const { token } = this.accessTokens.issue({ sub: client.clientId, clientId: client.clientId, scopes, audiences, ttl, jkt, clientRevokedAt: client.tokensRevokedAt })
     this.issued(client, 'client_credentials')
     return { access_token: token, token_type: tokenType(jkt), expires_in: ttl, scope: scopes.join(' ') }
   }
@@ -146,11 +146,14 @@ export class TokenService {
 
   /** Deny-lists an access token until it expires, on every instance. False if it already was. */
   async denyAccessToken(jti: string, expiresAt: Date): Promise<boolean> {
-    return this.changes.write(async (trx, change) => {
+    const denied = await this.changes.write(async (trx, change) => {
       const denied = await tokenRepository.denyAccessToken(trx, jti, expiresAt)
       if (denied) change({ kind: 'access_token', subject: jti, until: expiresAt })
       return denied
     })
+    // Denied already: by a revocation whose change may not have reached every instance yet.
+    if (!denied) await this.changes.fence()
+    return denied
   }
 
   /**
@@ -158,7 +161,10 @@ export class TokenService {
    * was revoked already (or is gone).
    */
   async revokeGrant(grantId: string): Promise<boolean> {
-    return this.changes.write(async (trx, change) => revokeGrantIn(trx, grantId, this.clock.now(), change))
+    const revoked = await this.changes.write(async (trx, change) => revokeGrantIn(trx, grantId, this.clock.now(), change))
+    // Revoked already: by a revocation whose change may not have reached every instance yet.
+    if (!revoked) await this.changes.fence()
+    return revoked
   }
 
   /**

@@ -128,9 +128,15 @@ function answer(claims: AccessTokenClaims, f: Facts): ActiveAccessToken | undefi
 
 function isActive(claims: AccessTokenClaims, f: Facts): boolean {
   if (f.denied || !f.clientExists || !f.keyLive) return false
-  // Revoke-all marks a time; the jti (a UUIDv7) says when the token was issued, to the millisecond.
-  if (f.clientRevokedAt !== null && !(issuedAtMs(claims.jti) > f.clientRevokedAt.getTime())) return false
-  if (claims.sid !== undefined) {
+  if (claims.sid === undefined) {
+    // A client's revoke-tokens moves its generation on; a token issued from an older record of
+    // the client is revoked, whatever the issuer's clock said. A token without one (issued before
+    // generations) falls back to its jti's time (a UUIDv7), which trusts the issuer's clock.
+    const revokedAt = f.clientRevokedAt?.getTime()
+    if (revokedAt !== undefined && !(claims.cgen !== undefined ? claims.cgen >= revokedAt : issuedAtMs(claims.jti) > revokedAt)) return false
+  } else {
+    // A token of a grant answers to its grant alone: revoke-tokens revokes the client's grants in
+    // its transaction, and the views apply each (src/view/feed.ts).
     if (f.grantRevoked) return false
     if (!f.userExists || f.userDisabled) return false
   }

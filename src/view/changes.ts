@@ -28,6 +28,8 @@ export type ChangeKind = Change['kind']
  */
 export interface ChangeWriter {
   write<T>(work: (trx: Transaction<Database>, change: (c: Change) => void) => Promise<T>): Promise<T>
+  /** Resolves once every change committed so far has reached every instance: see ChangeFeed.fence. */
+  fence(): Promise<void>
 }
 
 /** A change with its place in the sequence. */
@@ -91,13 +93,12 @@ export const changeRepository = {
   },
 
   /**
-   * Forgets changes older than `seconds` (by the database's clock, as they were stamped), and the
-   * rows of instances whose lease ran out that long ago (they crashed, or were paused that long:
-   * such an instance registers again when it renews).
+   * Forgets changes older than `seconds` (by the database's clock, as they were stamped: a step
+   * only makes an instance that missed them list everything again). Dead instances' rows are
+   * not purged by any clock: the change feed reaps them (src/view/feed.ts).
    */
   async purge(db: Executor, seconds: number): Promise<void> {
     await sql`delete from changes where created_at < now() - make_interval(secs => ${seconds})`.execute(db)
-    await sql`delete from instances where lease_expires_at < now() - make_interval(secs => ${seconds})`.execute(db)
   },
 }
 

@@ -38,6 +38,7 @@ const RENEWALS_PER_LEASE = 6
 const CLOCK_MARGIN_MS = 50
 const RECONNECT_MIN_MS = 100
 const RECONNECT_MAX_MS = 2000
+const REAP_INTERVAL_MS = LEASE_MS / 3
 
 /**
  * The change feed of one instance: it keeps the MemoryView exact and holds the lease that says
@@ -67,6 +68,14 @@ export class ChangeFeed implements ChangeWriter {
   private stopped = false
   private connecting: Promise<void> | undefined
   private lastHead = 0
+  /** The one pending reconnect; at most one, whatever failed and however often. */
+  private reconnectTimer: NodeJS.Timeout | undefined
+  /** The next reconnect's delay: doubles per attempt, back to the minimum once a renewal succeeds. */
+  private backoff = RECONNECT_MIN_MS
+  private reapTimer: NodeJS.Timeout | undefined
+  private reaping: Promise<void> | undefined
+  /** Other instances' rows: the row version last seen, and when (performance.now()) it was first seen. */
+  private readonly watched = new Map<string, { version: string; since: number }>()
 
   constructor(
     private readonly database: Pick<DatabaseHandle, 'openFeedConnection'>,
@@ -84,9 +93,16 @@ export class ChangeFeed implements ChangeWriter {
    * simply reads the database per call. Resolves once the first attempt has succeeded or failed.
    */
   async start(): Promise<void> {
+    // Every instance reaps, leased or not: writers wait for every row until one is reaped.
+    this.reapTimer = setInterval(() => {
+      this.reaping ??= this.reap()
+        .catch((err: unknown) => this.log.debug({ err: message(err) }, 'could not look for dead instances'))
+        .finally(() => (this.reaping = undefined))
+    }, REAP_INTERVAL_MS)
+    this.reapTimer.unref()
     if (!this.settings.serveFromMemory) return
     await this.connect()
-    if (this.connection === undefined) this.scheduleReconnect(RECONNECT_MIN_MS)
+    if (this.connection === undefined) this.scheduleReconnect()
   }
 
   /** Gives up the lease and closes the connection. */
@@ -94,6 +110,10 @@ export class ChangeFeed implements ChangeWriter {
     this.stopped = true
     this.view.holdLeaseUntil(0)
     if (this.renewTimer !== undefined) clearInterval(this.renewTimer)
+    if (this.reapTimer !== undefined) clearInterval(this.reapTimer)
+    await this.reaping
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer)
+    this.reconnectTimer = undefined
     await this.connecting?.catch(() => undefined)
     await this.renewing?.catch(() => undefined)
     const connection = this.connection
@@ -141,10 +161,25 @@ export class ChangeFeed implements ChangeWriter {
   }
 
   /**
-   * Resolves once every instance with an unexpired lease has applied change `seq`, or its lease
-   * has run out. Called right after the change committed: a lease that does not acknowledge it
-   * cannot be extended, so after one lease length (on this instance's monotonic clock, which
-   * needs no database) every lease that could have been held at the commit has ended.
+   * Resolves once every change committed so far has reached every instance (or its lease has run
+   * out). For a revocation that found its work done already (a retry, two parties logging out
+   * one token): the change that did it may not have reached every instance yet, and the head
+   * read after this caller's own commit includes it.
+   */
+  async fence(): Promise<void> {
+    const head = await changeRepository.head(this.db)
+    await this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': head }, () => this.awaitApplied(head))
+  }
+
+  /**
+   * Resolves once every registered instance has applied change `seq`, or one lease length has
+   * passed. Called right after the change committed: a lease that does not acknowledge it cannot
+   * be extended, so after one lease length (on this instance's monotonic clock, which needs no
+   * database) every lease that could have been held at the commit has ended.
+   *
+   * Which rows may still hold a lease is not judged by the database's clock (`lease_expires_at`):
+   * a forward step of it would make live leases look expired. A row counts until an instance that
+   * watched it go unrenewed for a lease length, by its own monotonic clock, has deleted it (reap).
    */
   async awaitApplied(seq: number): Promise<void> {
     const deadline = performance.now() + LEASE_MS + CLOCK_MARGIN_MS
@@ -152,8 +187,7 @@ export class ChangeFeed implements ChangeWriter {
     for (;;) {
       try {
         const r = await sql<{ waiting: number }>`
-          select count(*)::int as waiting from instances
-          where lease_expires_at > now() and acked_seq < ${seq}`.execute(this.db)
+          select count(*)::int as waiting from instances where acked_seq < ${seq}`.execute(this.db)
         if (r.rows[0]!.waiting === 0) return
       } catch (err) {
         // The change is committed; without the database the wait is simply the full bound.
@@ -166,6 +200,34 @@ export class ChangeFeed implements ChangeWriter {
     }
   }
 
+  /**
+   * Deletes the rows of instances that have not renewed for a lease length as this instance's
+   * monotonic clock measures it: their leases have ended (a lease runs a lease length from the
+   * renewal that extended it, on the lessee's own monotonic clock, and every renewal writes a new
+   * row version). No database clock is involved, so none can step a live lease out of the
+   * writers' sight. A delete that races a renewal finds a new version and deletes nothing; a
+   * renewal after it registers the instance again, leased only if it has applied the head.
+   */
+  private async reap(): Promise<void> {
+    const rows = await sql<{ id: string; version: string }>`
+      select id::text as id, xmin::text as version from instances where id <> ${this.instanceId}::uuid`.execute(this.db)
+    // Taken after the read: no later than the first moment the version was seen.
+    const now = performance.now()
+    const present = new Set<string>()
+    for (const { id, version } of rows.rows) {
+      present.add(id)
+      const seen = this.watched.get(id)
+      if (seen === undefined || seen.version !== version) {
+        this.watched.set(id, { version, since: now })
+      } else if (now - seen.since > LEASE_MS + CLOCK_MARGIN_MS) {
+        await sql`delete from instances where id = ${id}::uuid and xmin::text = ${version}`.execute(this.db)
+        this.watched.delete(id)
+        this.log.info({ instance: id }, 'removed an instance that stopped renewing its lease')
+      }
+    }
+    for (const id of this.watched.keys()) if (!present.has(id)) this.watched.delete(id)
+  }
+
   // --- connection ---
 
   private connect(): Promise<void> {
@@ -176,7 +238,8 @@ export class ChangeFeed implements ChangeWriter {
   }
 
   private async openAndLoad(): Promise<void> {
-    if (this.stopped) return
+    // One feed session per instance, ever: a second would leak, and hold a LISTEN nobody reads.
+    if (this.stopped || this.connection !== undefined) return
     let connection: FeedConnection | undefined
     try {
       connection = await this.database.openFeedConnection()
@@ -208,17 +271,27 @@ export class ChangeFeed implements ChangeWriter {
     this.connection = undefined
     this.log.warn({ err: err.message }, 'change feed connection lost; reading the database per call until it is back')
     void connection.close()
-    this.scheduleReconnect(RECONNECT_MIN_MS)
+    this.scheduleReconnect()
   }
 
-  private scheduleReconnect(delay: number): void {
-    if (this.stopped) return
-    const timer = setTimeout(() => {
+  /**
+   * Tries to connect again after the current backoff, with jitter (instances that lost the same
+   * database do not come back in step). Every failure path calls this; while an attempt is
+   * pending or under way it does nothing, so failures never multiply the attempts. The backoff
+   * is reset by a successful renewal, not by a successful connect: a database that accepts the
+   * session but refuses the renewal (read-only after a failover, a full disk) is a failure too.
+   */
+  private scheduleReconnect(): void {
+    if (this.stopped || this.reconnectTimer !== undefined) return
+    const delay = this.backoff * (0.5 + Math.random() / 2)
+    this.backoff = Math.min(this.backoff * 2, RECONNECT_MAX_MS)
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined
       void this.connect().then(() => {
-        if (this.connection === undefined) this.scheduleReconnect(Math.min(delay * 2, RECONNECT_MAX_MS))
+        if (this.connection === undefined) this.scheduleReconnect()
       })
     }, delay)
-    timer.unref()
+    this.reconnectTimer.unref()
   }
 
   // --- applying changes, one task at a time ---
@@ -281,9 +354,17 @@ export class ChangeFeed implements ChangeWriter {
       case 'grant':
         this.view.revokeGrant(change.subject, change.until.getTime())
         return
-      case 'client':
-        this.view.setClient(change.subject, await clientRepository.find(db, change.subject))
+      case 'client': {
+        // A revoke-tokens revoked the client's grants in the same transaction: the tokens of a
+        // grant are judged by their grant alone, so the view must learn of each, as for a user.
+        const [client, grants] = await Promise.all([
+          clientRepository.find(db, change.subject),
+          tokenRepository.revokedGrantsOfClient(db, change.subject, this.clock.now()),
+        ])
+        for (const g of grants) this.view.revokeGrant(g.id, g.until.getTime())
+        this.view.setClient(change.subject, client)
         return
+      }
       case 'user': {
         const [user, grants] = await Promise.all([
           userRepository.find(db, change.subject),
@@ -358,26 +439,38 @@ export class ChangeFeed implements ChangeWriter {
   private async renewOnce(connection: FeedConnection): Promise<void> {
     const applied = this.applied
     const sent = performance.now()
+    const sentWall = Date.now()
     const leaseSeconds = LEASE_MS / 1000
-    // One statement, one snapshot: the lease is extended only if nothing committed is unapplied.
+    // The lease is extended only if nothing committed is unapplied. The head is read under a share
+    // lock, which a writer's update of it waits for: either this renewal commits first, and the
+    // writer's count (taken after its commit) sees the lease, or the writer commits first and
+    // this reads its sequence number, not the one of a snapshot taken before the commit.
     const r = await sql<{ head: number }>`
+      with h as (select seq from change_head for share)
       insert into instances as i (id, host, pid, lease_expires_at, acked_seq)
       select ${this.instanceId}::uuid, ${hostname()}, ${process.pid},
         case when ${applied} >= h.seq then now() + make_interval(secs => ${leaseSeconds}) else now() end,
         ${applied}
-      from change_head h
+      from h
       on conflict (id) do update set
         acked_seq = excluded.acked_seq,
         renewed_at = now(),
-        lease_expires_at = case when ${applied} >= (select seq from change_head)
-          then excluded.lease_expires_at else i.lease_expires_at end
-      returning (select seq::float8 from change_head) as head`.execute(connection.db)
+        lease_expires_at = greatest(i.lease_expires_at, excluded.lease_expires_at)
+      returning (select seq::float8 from h) as head`.execute(connection.db)
     const head = r.rows[0]!.head
+    const heard = this.lastHead
     this.lastHead = Math.max(this.lastHead, head)
+    this.backoff = RECONNECT_MIN_MS
     if (this.connection !== connection || this.stopped) return
     if (applied >= head) {
-      this.view.holdLeaseUntil(sent + LEASE_MS - CLOCK_MARGIN_MS)
-    } else if (this.applied < head) {
+      this.view.holdLeaseUntil(sent + LEASE_MS - CLOCK_MARGIN_MS, sentWall + LEASE_MS - CLOCK_MARGIN_MS)
+      return
+    }
+    if (this.applied < head) {
+      // A change committed that this instance never heard of (its notification is late or lost):
+      // its writer waits for this lease by the writer's clock, not this one's, so the view is
+      // not trusted until it has caught up. One it has heard of is being applied already.
+      if (heard < head) this.view.holdLeaseUntil(0)
       // A notification may be on its way; if it was lost, this fills the gap.
       void this.enqueue(() => this.catchUp(connection.db, head)).then(
         () => this.renew(),

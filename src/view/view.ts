@@ -67,6 +67,8 @@ export class MemoryView {
   private readonly revokedGrants: BoundedRevocations
   /** Lease deadline on the monotonic clock (performance.now()); 0: no lease. */
   private leaseDeadline = 0
+  /** The same deadline on the wall clock (Date.now()): the lease ends at whichever comes first. */
+  private leaseWallDeadline = 0
   /** Bumped by every change applied, so that a database read started before one is not cached after it. */
   private generation = 0
 
@@ -79,16 +81,22 @@ export class MemoryView {
   /**
    * Whether memory is the truth right now: this instance holds a lease, which it renews only
    * while it has applied every change, and which every writer waits out or sees acknowledged.
-   * Checked against the monotonic clock at the moment of use: an instance that was paused wakes
-   * up past its deadline.
+   * Checked against both clocks at the moment of use: an instance that was paused wakes up past
+   * its deadline on the monotonic clock, and a guest VM resumed without it advancing is past it
+   * on the wall clock, once that has been set right. Either clock stepping alone only ends the
+   * lease early.
    */
   isFresh(): boolean {
-    return performance.now() < this.leaseDeadline
+    return performance.now() < this.leaseDeadline && Date.now() < this.leaseWallDeadline
   }
 
-  /** The lease now runs until `deadline` (performance.now() time); 0 gives it up. */
-  holdLeaseUntil(deadline: number): void {
+  /**
+   * The lease now runs until `deadline` (performance.now() time) and `wallDeadline` (Date.now()
+   * time), whichever comes first; 0 gives it up.
+   */
+  holdLeaseUntil(deadline: number, wallDeadline = deadline === 0 ? 0 : Number.POSITIVE_INFINITY): void {
     this.leaseDeadline = deadline
+    this.leaseWallDeadline = wallDeadline
   }
 
   /** A token to offer(): the view's generation when a database read began. */

@@ -6,6 +6,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net'
 export class TcpProxy {
   private server: Server | undefined
   private readonly sockets = new Set<Socket>()
+  private readonly pairs = new Set<[Socket, Socket]>()
   private stalled = false
   private constructor(
     readonly port: number,
@@ -34,41 +35,23 @@ export class TcpProxy {
   async restore(): Promise<void> {
     if (this.server !== undefined) return
     const server = createServer((inbound) => {
-      if (this.stalled) {
-        // Accepted, and then nothing: a peer that no longer answers.
-        this.sockets.add(inbound)
-        inbound.pause()
-        inbound.on('error', () => undefined)
-        return
-      }
       const outbound = connect(this.target)
       this.sockets.add(inbound).add(outbound)
+      const pair: [Socket, Socket] = [inbound, outbound]
       const drop = () => {
         inbound.destroy()
         outbound.destroy()
         this.sockets.delete(inbound)
         this.sockets.delete(outbound)
+        this.pairs.delete(pair)
       }
       inbound.on('error', drop).on('close', drop)
       outbound.on('error', drop).on('close', drop)
-      inbound.pipe(outbound)
-      outbound.pipe(inbound)
+      this.pairs.add(pair)
+      if (!this.stalled) pipe(pair)
     })
     await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve))
     this.server = server
-  }
-
-  /**
-   * Stops passing bytes either way while keeping every connection open, and accepts new ones
-   * without answering: a database host that froze, or a connection left half-open by a failover,
-   * which TCP takes minutes to notice. Undone only by cut() or close().
-   */
-  stall(): void {
-    this.stalled = true
-    for (const socket of this.sockets) {
-      socket.unpipe()
-      socket.pause()
-    }
   }
 
   /** Resets every connection and refuses new ones until restore(). */
@@ -77,11 +60,37 @@ export class TcpProxy {
     this.server = undefined
     for (const socket of this.sockets) socket.resetAndDestroy()
     this.sockets.clear()
+    this.pairs.clear()
     if (server !== undefined) await new Promise((resolve) => server.close(resolve))
+  }
+
+  /**
+   * Holds every byte in both directions, on open connections and new ones, without closing
+   * anything: a half-open network path, or a peer that stopped reading. resume() lets it all through.
+   */
+  stall(): void {
+    this.stalled = true
+    for (const [inbound, outbound] of this.pairs) {
+      inbound.unpipe(outbound)
+      outbound.unpipe(inbound)
+      inbound.pause()
+      outbound.pause()
+    }
+  }
+
+  resume(): void {
+    if (!this.stalled) return
+    this.stalled = false
+    for (const pair of this.pairs) pipe(pair)
   }
 
   async close(): Promise<void> {
     this.stalled = false
     await this.cut()
   }
+}
+
+function pipe([inbound, outbound]: [Socket, Socket]): void {
+  inbound.pipe(outbound)
+  outbound.pipe(inbound)
 }
