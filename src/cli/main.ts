@@ -30,7 +30,7 @@ const USAGE = `usage: tessera <command>
   config [--json]           print the effective configuration, secrets masked
   client create|list|show|rotate-secret|revoke-tokens|delete
   user create|list|show|disable|enable|set-password|unlock|revoke-tokens|delete
-  keys list|rotate [--immediate]
+  keys list|rotate [--immediate]|reseal
   audit [--type LIST] [--user USER] [--client ID] [--since TIME] …
                             security events, newest first
 

@@ -301,6 +301,17 @@ export const signingKey = {
   },
 } as const
 
+export const keyReseal = {
+  $id: 'KeyReseal',
+  type: 'object',
+  additionalProperties: false,
+  required: ['resealed', 'already_current'],
+  properties: {
+    resealed: { type: 'array', items: { type: 'string' }, description: 'The kids re-encrypted now.' },
+    already_current: { type: 'array', items: { type: 'string' }, description: 'The kids already sealed under KEY_ENCRYPTION_KEY.' },
+  },
+} as const
+
 export const signingKeyList = {
   $id: 'SigningKeyList',
   type: 'object',
@@ -362,6 +373,7 @@ export const ADMIN_SCHEMAS: readonly Schema[] = [
   lockout,
   signingKey,
   signingKeyList,
+  keyReseal,
   auditEvent,
   auditPage,
 ]
@@ -575,6 +587,19 @@ export const rotateKeys = route('Signing keys', 'rotateKeys', 'Rotate the signin
     properties: { immediate: { type: 'string', enum: ['true', 'false'], description: 'true: the emergency rotation.' } },
   },
   response: { ...ok('The new (or pending) key.', signingKey), ...badRequest('immediate is neither true nor false.'), ...notAuthorized, 503: unavailable },
+})
+
+export const resealKeys = route('Signing keys', 'resealKeys', 'Re-encrypt the stored private keys under KEY_ENCRYPTION_KEY', {
+  description:
+    'The last step of a KEY_ENCRYPTION_KEY rotation: every stored private key sealed under KEY_ENCRYPTION_KEY_PREVIOUS is ' +
+    're-encrypted under KEY_ENCRYPTION_KEY, in one transaction, while every instance keeps signing. Idempotent. Then ' +
+    'KEY_ENCRYPTION_KEY_PREVIOUS can be removed.',
+  response: {
+    ...ok('What was done.', keyReseal),
+    ...notAuthorized,
+    409: errorResponse('conflict: a stored key opens with neither KEY_ENCRYPTION_KEY nor KEY_ENCRYPTION_KEY_PREVIOUS; nothing was changed.'),
+    503: unavailable,
+  },
 })
 
 export const listAuditEvents = route('Audit', 'listAuditEvents', 'Security events', {
