@@ -93,6 +93,7 @@ const ROUTES: Record<string, number[]> = {
   'post /admin/users/{id}/revoke-tokens': [204, 400, 401, 403, 404, 503],
   'get /admin/keys': [200, 401, 403, 503],
   'post /admin/keys/rotate': [200, 400, 401, 403, 503],
+  'post /admin/keys/reseal': [200, 401, 403, 409, 503],
   'get /admin/audit': [200, 400, 401, 403, 503],
 }
 const PUBLIC_PATHS = ['/token', '/introspect', '/revoke', '/jwks', '/healthz', '/readyz']
