@@ -6,7 +6,7 @@
 # else is native. So no stage needs a compiler.
 
 # --- build: compile TypeScript, then keep the production dependencies only ----------------------
-FROM node:20-alpine AS build
+FROM node:24-alpine AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
@@ -16,7 +16,7 @@ COPY migrations ./migrations
 RUN npm ci && npm prune --omit=dev && npm cache clean --force
 
 # --- runtime: Node, the production dependencies and the compiled server --------------------------
-FROM node:20-alpine AS runtime
+FROM node:24-alpine AS runtime
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
