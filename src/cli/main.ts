@@ -102,8 +102,12 @@ async function main(argv: string[]): Promise<number> {
     case 'client':
     case 'user':
     case 'keys':
+      // An HTTP client needs none of it, but a bad value stops every command alike: the same
+      // environment would stop `tessera serve`.
+      loadConfig()
       return runAdminCommand(command, rest)
     case 'audit':
+      loadConfig()
       return runAuditCommand(rest)
     case undefined:
     case 'help':
