@@ -88,6 +88,8 @@ export const clientCreation = {
   additionalProperties: false,
   required: ['name', 'grant_types', 'scopes'],
   properties: clientProperties,
+  // What /docs puts in a "Try it out" body: a body the server accepts (test/http/openapi.test.ts sends it).
+  examples: [{ name: 'billing service', grant_types: ['client_credentials'], scopes: ['invoices:read'], audiences: ['https://api.example.com'] }],
 } as const
 
 export const clientChange = {
@@ -99,6 +101,7 @@ export const clientChange = {
   additionalProperties: false,
   minProperties: 1,
   properties: clientProperties,
+  examples: [{ scopes: ['invoices:read', 'invoices:write'], access_token_ttl: 900 }],
 } as const
 
 // Its length and content are the password policy's to judge (src/users/password-policy.ts), with
@@ -132,6 +135,7 @@ export const userCreation = {
     password,
     scopes: userScopes,
   },
+  examples: [{ username: 'ada', password: 'analytical engine 1843', scopes: null }],
 } as const
 
 export const userChange = {
@@ -143,6 +147,7 @@ export const userChange = {
     disabled: { type: 'boolean', description: 'A disabled user cannot log in, and their grants stop working.' },
     scopes: userScopes,
   },
+  examples: [{ disabled: false, scopes: ['invoices:read'] }],
 } as const
 
 export const passwordChange = {
@@ -151,6 +156,7 @@ export const passwordChange = {
   additionalProperties: false,
   required: ['password'],
   properties: { password },
+  examples: [{ password: 'difference engine 1822' }],
 } as const
 
 export const secretRotation = {
@@ -171,6 +177,7 @@ export const secretRotation = {
     },
     { type: 'null' },
   ],
+  examples: [{ grace_seconds: 3600 }],
 } as const
 
 // --- responses ---
