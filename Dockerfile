@@ -6,7 +6,7 @@
 # else is native. So no stage needs a compiler.
 
 # --- build: compile TypeScript, then keep the production dependencies only ----------------------
-FROM node:20-alpine AS build
+FROM node:24-alpine AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
@@ -16,7 +16,7 @@ COPY migrations ./migrations
 RUN npm ci && npm prune --omit=dev && npm cache clean --force
 
 # --- runtime: Node, the production dependencies and the compiled server --------------------------
-FROM node:20-alpine AS runtime
+FROM node:24-alpine AS runtime
 # The admin API listens on the container's own loopback: reachable with `docker exec` (the CLI
 # inside the image), never from another container of the network or a published port by
 # accident. To reach it from outside, set ADMIN_HOST=0.0.0.0 and publish 8081 on a trusted

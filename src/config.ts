@@ -32,6 +32,8 @@ export interface Config {
   dataDir: string
   /** 32 bytes; undefined in embedded mode means "generate or load from DATA_DIR". */
   keyEncryptionKey: Buffer | undefined
+  /** The key KEY_ENCRYPTION_KEY replaced, while a rotation is under way: it opens, it never seals. */
+  keyEncryptionKeyPrevious: Buffer | undefined
   bootstrapAdmin: { clientId: string; clientSecret: string } | undefined
   accessTokenTtl: number
   refreshTokenTtl: number
@@ -121,6 +123,11 @@ export function loadConfig(env: Env = process.env): Config {
   const databaseUrl = postgresUrl(env, 'DATABASE_URL')
   const kekRaw = str(env, 'KEY_ENCRYPTION_KEY')
   const keyEncryptionKey = kekRaw === undefined ? undefined : parseKeyEncryptionKey(kekRaw)
+  const previousRaw = str(env, 'KEY_ENCRYPTION_KEY_PREVIOUS')
+  const keyEncryptionKeyPrevious = previousRaw === undefined ? undefined : parseKeyEncryptionKey(previousRaw, 'KEY_ENCRYPTION_KEY_PREVIOUS')
+  if (keyEncryptionKeyPrevious !== undefined && keyEncryptionKey?.equals(keyEncryptionKeyPrevious)) {
+    throw new ConfigError('KEY_ENCRYPTION_KEY_PREVIOUS is the same key as KEY_ENCRYPTION_KEY: set it to the key being replaced, or leave it unset')
+  }
   if (databaseUrl !== undefined && keyEncryptionKey === undefined) {
     throw new ConfigError(
       'KEY_ENCRYPTION_KEY is required when DATABASE_URL is set: it encrypts the signing keys stored in ' +
@@ -181,6 +188,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     dataDir: str(env, 'DATA_DIR') ?? './data',
     keyEncryptionKey,
+    keyEncryptionKeyPrevious,
     bootstrapAdmin:
       bootstrapId !== undefined && bootstrapSecret !== undefined
         ? { clientId: bootstrapId, clientSecret: bootstrapSecret }

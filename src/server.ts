@@ -116,6 +116,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       clock,
       log,
       keyEncryptionKey: kek,
+      previousKeyEncryptionKey: config.keyEncryptionKeyPrevious,
       tracing,
       issuer: () => {
         if (issuer === undefined) throw new Error('issuer not known before listening')

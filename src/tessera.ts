@@ -69,6 +69,8 @@ export function createTessera(opts: {
   clock: Clock
   log: Logger
   keyEncryptionKey: Buffer
+  /** KEY_ENCRYPTION_KEY_PREVIOUS: during a rotation, what was sealed or derived under it still opens. */
+  previousKeyEncryptionKey?: Buffer | undefined
   tracing?: Tracing
   /** The issuer; a function because with PORT=0 it is known only once the server listens. */
   issuer: () => string
@@ -105,6 +107,7 @@ export function createTessera(opts: {
     nonceMode: config.dpopNonce,
     window: config.dpopProofWindow,
     keyEncryptionKey: opts.keyEncryptionKey,
+    previousKeyEncryptionKey: opts.previousKeyEncryptionKey,
   })
   const hasher = new PasswordHasher(
     new HashQueue(config.hashConcurrency, config.hashQueue),
@@ -119,7 +122,7 @@ export function createTessera(opts: {
   const keys = new KeyManager(
     db,
     clock,
-    opts.keyEncryptionKey,
+    { current: opts.keyEncryptionKey, previous: opts.previousKeyEncryptionKey },
     {
       alg: config.signingAlg,
       rotationInterval: config.keyRotationInterval,

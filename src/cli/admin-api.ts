@@ -87,17 +87,23 @@ export function loadCredentials(env: Env = process.env): AdminCredentials {
 // Long enough for a slow argon2 or a busy database, short enough that a script never hangs.
 const REQUEST_TIMEOUT_MS = 30_000
 
+const ADMIN_FIX =
+  'start `tessera serve` (its admin API listens on ADMIN_HOST:ADMIN_PORT, default 127.0.0.1:8081), ' +
+  'or pass --admin-url (or set TESSERA_ADMIN_URL) to the admin URL of a running server'
+const TOKEN_FIX = 'the admin API names this token endpoint: make sure ISSUER is a URL this host reaches, or pass --token-url'
+
 /** RFC 6749 §2.3.1: the id and secret are form-urlencoded before they go into Basic auth. */
 const formEncode = (value: string) => new URLSearchParams({ v: value }).toString().slice('v='.length)
 
-async function send(url: string, init: RequestInit): Promise<{ status: number; body: unknown }> {
+/** `fix`: what to do when nothing answers there, said as doctor says it. */
+async function send(url: string, init: RequestInit, fix?: string): Promise<{ status: number; body: unknown }> {
   let res: Response
   let text: string
   try {
     res = await fetch(url, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
     text = await res.text()
   } catch (err) {
-    throw new CliError(`cannot reach ${url}: ${networkReason(err)}`)
+    throw new CliError(`cannot reach ${url}: ${networkReason(err)}${fix === undefined ? '' : ` — fix: ${fix}`}`)
   }
   if (text === '') return { status: res.status, body: undefined }
   try {
@@ -151,7 +157,7 @@ export class AdminApi {
         ...(body !== undefined && { 'content-type': 'application/json' }),
       },
       ...(body !== undefined && { body: JSON.stringify(body) }),
-    })
+    }, ADMIN_FIX)
     if (r.status >= 400) throw apiError(r.status, r.body)
     return r.body as T
   }
@@ -173,7 +179,7 @@ export class AdminApi {
         authorization: `Basic ${Buffer.from(`${formEncode(credentials.clientId)}:${formEncode(credentials.clientSecret)}`).toString('base64')}`,
       },
       body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'admin' }).toString(),
-    })
+    }, this.opts.tokenUrl === undefined ? TOKEN_FIX : undefined)
     const body = (r.body ?? {}) as Record<string, unknown>
     if (r.status !== 200) {
       const err = apiError(r.status, r.body, `cannot get an admin token from ${tokenUrl}`)
@@ -189,7 +195,7 @@ export class AdminApi {
 
   private async discoverTokenEndpoint(): Promise<string> {
     const url = `${this.adminUrl}/.well-known/oauth-authorization-server`
-    const r = await send(url, { headers: { accept: 'application/json' } })
+    const r = await send(url, { headers: { accept: 'application/json' } }, ADMIN_FIX)
     if (r.status !== 200) throw apiError(r.status, r.body, `cannot read ${url}`)
     const endpoint = (r.body as Record<string, unknown> | undefined)?.['token_endpoint']
     if (typeof endpoint !== 'string') throw new CliError(`${url} names no token_endpoint (use --token-url)`)

@@ -440,6 +440,24 @@ const keyCommands: Record<string, Command> = {
       if (immediate) ctx.warn('Every other key has left /jwks: tokens they signed no longer verify.\n')
     },
   },
+  reseal: {
+    synopsis: 'reseal',
+    summary:
+      'the last step of a KEY_ENCRYPTION_KEY rotation: re-encrypt every stored private key under\n' +
+      'KEY_ENCRYPTION_KEY (the server must have the old one as KEY_ENCRYPTION_KEY_PREVIOUS);\n' +
+      'then KEY_ENCRYPTION_KEY_PREVIOUS can be removed',
+    positionals: [],
+    async run(ctx) {
+      const r = await ctx.api.call<{ resealed: string[]; already_current: string[] }>('POST', '/admin/keys/reseal')
+      if (ctx.json) return ctx.out(json(r))
+      ctx.out(
+        r.resealed.length === 0
+          ? `nothing to reseal: ${r.already_current.length} stored private key(s) already under KEY_ENCRYPTION_KEY\n`
+          : `resealed under KEY_ENCRYPTION_KEY: ${r.resealed.join(', ')}\n`,
+      )
+      ctx.out('KEY_ENCRYPTION_KEY_PREVIOUS is no longer needed for the signing keys: remove it from every instance\n')
+    },
+  },
 }
 
 // Security events

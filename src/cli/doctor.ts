@@ -379,33 +379,54 @@ function keyEncryptionKey(config: Config): { key: Buffer } | { problem: CheckRes
 async function keysCheck(config: Config, database: DatabaseHandle, report: (r: CheckResult) => void): Promise<void> {
   const kek = keyEncryptionKey(config)
   if ('problem' in kek) return report(kek.problem)
-  const { openPrivateKey } = await import('../keys/manager.js')
+  const { openEither } = await import('../keys/seal.js')
   const { keyRepository } = await import('../keys/repository.js')
   const rows = (await keyRepository.listLive(database.db)).filter((k) => k.private_key !== null)
   const fingerprint = keyFingerprint(kek.key)
+  const previous = config.keyEncryptionKeyPrevious
   const source = config.keyEncryptionKey === undefined ? join(config.dataDir, 'key-encryption-key') : 'KEY_ENCRYPTION_KEY'
-  const closed = rows.filter((row) => {
+  const under = (row: (typeof rows)[number]): 'current' | 'previous' | 'neither' => {
     try {
-      openPrivateKey(kek.key, row.kid, row.private_key!)
-      return false
+      return openEither({ current: kek.key, previous }, row.kid, row.private_key!).under
     } catch {
-      return true
+      return 'neither'
     }
-  })
-  const details = { key_encryption_key: fingerprint, stored: rows.length, not_opening: closed.map((k) => k.kid) }
+  }
+  const opened = rows.map((row) => ({ kid: row.kid, under: under(row) }))
+  const closed = opened.filter((k) => k.under === 'neither')
+  const unresealed = opened.filter((k) => k.under === 'previous')
+  const details = {
+    key_encryption_key: fingerprint,
+    ...(previous !== undefined && { key_encryption_key_previous: keyFingerprint(previous) }),
+    stored: rows.length,
+    not_opening: closed.map((k) => k.kid),
+    ...(previous !== undefined && { sealed_under_previous: unresealed.map((k) => k.kid) }),
+  }
   if (rows.length === 0) return report(ok('keys', 'no private key stored yet (the first start makes one)', details))
   if (closed.length > 0) {
     return report(
       problem(
         'fail',
         'keys',
-        `${rows.length === 1 ? 'the stored private signing key does' : `${closed.length} of ${rows.length} stored private signing keys do`} not open with ${source} (${fingerprint}): a server with this key cannot sign, and does not start`,
-        `use the KEY_ENCRYPTION_KEY they were sealed with, the same on every instance over this database; if it is lost, see ${LOST_KEK_FIX}`,
+        `${rows.length === 1 ? 'the stored private signing key does' : `${closed.length} of ${rows.length} stored private signing keys do`} not open with ${source} (${fingerprint})${previous === undefined ? '' : ' nor with KEY_ENCRYPTION_KEY_PREVIOUS'}: a server with this key cannot sign, and does not start`,
+        `use the KEY_ENCRYPTION_KEY they were sealed with, the same on every instance over this database; if KEY_ENCRYPTION_KEY was changed on purpose, set KEY_ENCRYPTION_KEY_PREVIOUS to the key it replaced and run \`tessera keys reseal\`; if it is lost, see ${LOST_KEK_FIX}`,
         details,
       ),
     )
   }
-  report(ok('keys', `${rows.length === 1 ? 'the stored private key opens' : `all ${rows.length} stored private keys open`} with ${source} (${fingerprint})`, details))
+  if (unresealed.length > 0) {
+    return report(
+      problem(
+        'warn',
+        'keys',
+        `${unresealed.length} of ${rows.length} stored private signing keys open only with KEY_ENCRYPTION_KEY_PREVIOUS: without it, a server cannot sign`,
+        'run `tessera keys reseal` once every instance has both keys, then remove KEY_ENCRYPTION_KEY_PREVIOUS',
+        details,
+      ),
+    )
+  }
+  const done = previous === undefined ? '' : '; KEY_ENCRYPTION_KEY_PREVIOUS is no longer needed for them: remove it'
+  report(ok('keys', `${rows.length === 1 ? 'the stored private key opens' : `all ${rows.length} stored private keys open`} with ${source} (${fingerprint})${done}`, details))
 }
 
 async function signingKeyCheck(config: Config, database: DatabaseHandle, report: (r: CheckResult) => void): Promise<void> {

@@ -30,7 +30,7 @@ const USAGE = `usage: tessera <command>
   config [--json]           print the effective configuration, secrets masked
   client create|list|show|rotate-secret|revoke-tokens|delete
   user create|list|show|disable|enable|set-password|unlock|revoke-tokens|delete
-  keys list|rotate [--immediate]
+  keys list|rotate [--immediate]|reseal
   audit [--type LIST] [--user USER] [--client ID] [--since TIME] …
                             security events, newest first
 
@@ -102,8 +102,12 @@ async function main(argv: string[]): Promise<number> {
     case 'client':
     case 'user':
     case 'keys':
+      // An HTTP client needs none of it, but a bad value stops every command alike: the same
+      // environment would stop `tessera serve`.
+      loadConfig()
       return runAdminCommand(command, rest)
     case 'audit':
+      loadConfig()
       return runAuditCommand(rest)
     case undefined:
     case 'help':

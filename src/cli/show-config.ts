@@ -55,6 +55,10 @@ export function settings(config: Config, env: Env, envFile: EnvFile | undefined)
     ['VIEW_REVOCATIONS', String(config.viewBounds.revocations)],
     ['DATA_DIR', embedded ? config.dataDir : { value: config.dataDir, note: 'unused with DATABASE_URL' }],
     ['KEY_ENCRYPTION_KEY', kek()],
+    [
+      'KEY_ENCRYPTION_KEY_PREVIOUS',
+      config.keyEncryptionKeyPrevious === undefined ? null : { value: MASKED, note: `${keyFingerprint(config.keyEncryptionKeyPrevious)}, opens only (tessera keys reseal)` },
+    ],
     ['BOOTSTRAP_ADMIN_CLIENT_ID', config.bootstrapAdmin?.clientId ?? null],
     ['BOOTSTRAP_ADMIN_CLIENT_SECRET', config.bootstrapAdmin === undefined ? null : MASKED],
     ['ACCESS_TOKEN_TTL', String(config.accessTokenTtl)],

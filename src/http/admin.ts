@@ -404,6 +404,11 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     return key
   })
 
+  app.post('/admin/keys/reseal', { schema: schemas.resealKeys }, async () => {
+    const { resealed, already } = await t.keys.reseal()
+    return { resealed, already_current: already }
+  })
+
   // Security events
   const auditQuery = readFirst((request) => auditFilter(t, query(request)))
   app.get('/admin/audit', { schema: schemas.listAuditEvents, preValidation: auditQuery.preValidation }, async (request) => {

@@ -13,6 +13,7 @@ import swaggerUi from '@fastify/swagger-ui'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { packageRoot } from '../paths.js'
 import type { Tessera } from '../tessera.js'
+import { FAVICON_SVG, LOGO_SVG } from './brand.js'
 import { endpointUrl } from './public.js'
 import { ADMIN_SCHEMAS, ADMIN_SECURITY_SCHEMES, apiDescription } from './schemas/admin.js'
 import { SHARED_SCHEMAS } from './schemas/common.js'
@@ -199,9 +200,12 @@ function replaceServers(doc: Json, from: Record<Listener, string>, to: Record<Li
 // Swagger UI's own policy (@fastify/swagger-ui's staticCSP) without what does not fit here:
 // upgrade-insecure-requests would send the page's own requests to https on a plain-HTTP admin
 // listener, and the page loads nothing from elsewhere (no validator badge, no remote fonts).
+// style-src-attr 'unsafe-inline': Swagger UI sets style attributes in the markup it renders,
+// which a strict style-src refuses (a console error on every load); attributes cannot load or
+// run anything, and <style> elements stay refused (style-src-elem falls back to style-src).
 const REFERENCE_CSP =
   "default-src 'self'; base-uri 'self'; connect-src 'self'; font-src 'self' data:; form-action 'self'; frame-ancestors 'none'; " +
-  "img-src 'self' data:; object-src 'none'; script-src 'self'; script-src-attr 'none'; style-src 'self'"
+  "img-src 'self' data:; object-src 'none'; script-src 'self'; script-src-attr 'none'; style-src 'self'; style-src-attr 'unsafe-inline'"
 
 /**
  * GET /openapi.json and the page at /docs, on the admin app, after its routes. `publicDocument`
@@ -226,6 +230,11 @@ export async function serveApiDescription(app: FastifyInstance, t: Tessera, publ
     transformSpecificationClone: false,
     staticCSP: REFERENCE_CSP,
     uiConfig: { docExpansion: 'list', deepLinking: true, displayOperationId: true },
-    theme: { title: 'Tessera API' },
+    // Tessera's mark, not fastify's, in the top bar and the tab.
+    logo: { type: 'image/svg+xml', content: Buffer.from(LOGO_SVG), href: API_REFERENCE_PATH, target: '_self' },
+    theme: {
+      title: 'Tessera API',
+      favicon: [{ filename: 'favicon.svg', rel: 'icon', sizes: 'any', type: 'image/svg+xml', content: Buffer.from(FAVICON_SVG) }],
+    },
   })
 }

@@ -6,10 +6,11 @@ import type { AuditEvent, AuditRecorder } from '../audit/events.js'
 import { addSeconds, type Clock } from '../clock.js'
 import type { SigningAlg } from '../config.js'
 import { tryLock, withLock } from '../db/locks.js'
+import { OAuthError } from '../errors.js'
 import type { Database, KeyState } from '../db/schema.js'
 import type { ChangeWriter } from '../view/changes.js'
 import { keyRepository, type KeyRow, type NewKey } from './repository.js'
-import { open, seal } from './seal.js'
+import { openEither, seal, type KeyEncryptionKeys } from './seal.js'
 
 // The key manager owns the whole life of a signing key:
 //
@@ -95,7 +96,8 @@ export class KeyManager {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
-    private readonly kek: Buffer,
+    /** Seals under the current key; opens under it or, during a rotation, the previous one. */
+    private readonly keks: KeyEncryptionKeys,
     private readonly settings: KeyManagerSettings,
     private readonly log: Logger,
     /** Removing a key goes through the change feed: every instance stops trusting it before we answer. */
@@ -188,7 +190,7 @@ export class KeyManager {
    * `immediate` (a leaked key), the new key signs at once and every other key is removed.
    */
   async rotate(opts: { immediate: boolean }): Promise<KeyInfo> {
-    const key = await newKey(this.settings.alg, this.kek)
+    const key = await newKey(this.settings.alg, this.keks.current)
     const now = this.clock.now()
     const { kid, made, removed } = await this.changes.write(async (trx, change) => {
       await withLock(trx, 'keys')
@@ -216,6 +218,38 @@ export class KeyManager {
   }
 
   /**
+   * Re-encrypts every stored private key under the current KEY_ENCRYPTION_KEY, in one transaction
+   * under the keys lock (so no scheduled step seals a new key under the old one meanwhile). Other
+   * instances keep signing: they hold their active key opened, and the key material is unchanged.
+   * Throws, changing nothing, when a key opens under neither key-encryption key.
+   */
+  async reseal(): Promise<{ resealed: string[]; already: string[] }> {
+    return this.db.transaction().execute(async (trx) => {
+      await withLock(trx, 'keys')
+      const rows = (await keyRepository.listLive(trx)).filter((k) => k.private_key !== null)
+      const resealed: string[] = []
+      const already: string[] = []
+      for (const row of rows) {
+        let opened
+        try {
+          opened = openEither(this.keks, row.kid, row.private_key!)
+        } catch {
+          // Nothing is changed: the transaction rolls back. 409, since the server is fine, the data is not.
+          throw new OAuthError('conflict', notOpening(this.keks, row.kid).message)
+        }
+        if (opened.under === 'current') {
+          already.push(row.kid)
+          continue
+        }
+        await keyRepository.setPrivateKey(trx, row.kid, seal(this.keks.current, row.kid, opened.plaintext))
+        resealed.push(row.kid)
+      }
+      if (resealed.length > 0) this.log.info({ resealed }, 'signing keys resealed under the current KEY_ENCRYPTION_KEY')
+      return { resealed, already }
+    })
+  }
+
+  /**
    * One step of the schedule: promote a next key whose time has come, make a next key when the
    * active one is due (or of an algorithm no longer configured), remove retired keys whose tokens
    * have all expired, and make the first key if there is none. Then re-read the keys. Calls never
@@ -238,7 +272,7 @@ export class KeyManager {
     if (plan.length > 0) {
       // Made outside the transaction: RSA takes a while, and PGlite's single connection must not
       // be held across slow work (nor asked for the root database from inside a transaction).
-      const key = plan.includes('create-active') || plan.includes('create-next') ? await newKey(this.settings.alg, this.kek) : undefined
+      const key = plan.includes('create-active') || plan.includes('create-next') ? await newKey(this.settings.alg, this.keks.current) : undefined
       const maxTtl = await this.settings.maxAccessTokenTtl()
       const retireFor = maxTtl + RETIRE_MARGIN_SECONDS + Math.ceil(this.settings.pollIntervalMs / 1000)
       // Recorded once the transaction has committed: a rolled-back step did not happen.
@@ -326,7 +360,7 @@ export class KeyManager {
       if (row.state === 'active' && row.private_key !== null) {
         let key = this.privateKeys.get(row.kid)
         if (key === undefined) {
-          key = openPrivateKey(this.kek, row.kid, row.private_key)
+          key = openPrivateKey(this.keks, row.kid, row.private_key)
           this.privateKeys.set(row.kid, key)
         }
         signing = { kid: row.kid, alg: row.alg as SigningAlg, key }
@@ -415,18 +449,24 @@ function stateSince(row: KeyRow): Date {
   }
 }
 
-/** A stored private key, opened; throws, naming the kid, when this key-encryption key does not open it. */
-export function openPrivateKey(kek: Buffer, kid: string, sealed: Uint8Array): KeyObject {
+/** A stored private key, opened; throws, naming the kid and the fix, when no key-encryption key held opens it. */
+export function openPrivateKey(keks: KeyEncryptionKeys, kid: string, sealed: Uint8Array): KeyObject {
   let der: Buffer
   try {
-    der = open(kek, kid, sealed)
+    der = openEither(keks, kid, sealed).plaintext
   } catch {
-    throw new Error(
-      `the private key of signing key ${kid} does not open with this KEY_ENCRYPTION_KEY: ` +
-        'every instance over one database needs the same KEY_ENCRYPTION_KEY',
-    )
+    throw notOpening(keks, kid)
   }
   return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })
+}
+
+function notOpening(keks: KeyEncryptionKeys, kid: string): Error {
+  return new Error(
+    `the private key of signing key ${kid} does not open with this KEY_ENCRYPTION_KEY` +
+      (keks.previous === undefined ? '' : ' nor with KEY_ENCRYPTION_KEY_PREVIOUS') +
+      ': every instance over one database needs the same KEY_ENCRYPTION_KEY; if it was changed, ' +
+      'set KEY_ENCRYPTION_KEY_PREVIOUS to the one it replaced and run `tessera keys reseal`',
+  )
 }
 
 const STATE_ORDER: Record<KeyState, number> = { active: 0, next: 1, retired: 2, removed: 3 }

@@ -68,6 +68,11 @@ export const keyRepository = {
       .execute()
   },
 
+  /** Replaces a key's sealed private key (a reseal): only while it still has one. */
+  async setPrivateKey(db: Executor, kid: string, sealed: Buffer): Promise<void> {
+    await db.updateTable('signing_keys').set({ private_key: sealed }).where('kid', '=', kid).where('private_key', 'is not', null).execute()
+  },
+
   /** Removes keys (unknown kids are ignored): they leave /jwks and their private key is erased. */
   async remove(db: Executor, kids: string[], now: Date): Promise<void> {
     if (kids.length === 0) return

@@ -25,3 +25,23 @@ export function open(kek: Buffer, kid: string, sealed: Uint8Array): Buffer {
   decipher.setAuthTag(tag)
   return Buffer.concat([decipher.update(buf.subarray(1 + NONCE_BYTES + TAG_BYTES)), decipher.final()])
 }
+
+/**
+ * The key-encryption keys a server holds. It seals under `current` only; while KEY_ENCRYPTION_KEY
+ * is being rotated, what was sealed under `previous` (KEY_ENCRYPTION_KEY_PREVIOUS) still opens,
+ * until `tessera keys reseal` has moved every stored key onto `current`.
+ */
+export interface KeyEncryptionKeys {
+  current: Buffer
+  previous?: Buffer | undefined
+}
+
+/** Opens under the current key, else under the previous one; says which; throws when neither opens it. */
+export function openEither(keys: KeyEncryptionKeys, kid: string, sealed: Uint8Array): { plaintext: Buffer; under: 'current' | 'previous' } {
+  try {
+    return { plaintext: open(keys.current, kid, sealed), under: 'current' }
+  } catch (err) {
+    if (keys.previous === undefined) throw err
+    return { plaintext: open(keys.previous, kid, sealed), under: 'previous' }
+  }
+}

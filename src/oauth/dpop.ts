@@ -28,6 +28,8 @@ export interface DpopSettings {
   window: number
   /** The nonce key is derived from it: every instance shares it, so every instance accepts a nonce. */
   keyEncryptionKey: Buffer
+  /** During a KEY_ENCRYPTION_KEY rotation, the nonces an instance still on the old key handed out stay good. */
+  previousKeyEncryptionKey?: Buffer | undefined
 }
 
 /** A proof that passed every check: the RFC 7638 thumbprint of its key. */
@@ -51,6 +53,7 @@ export interface ProofRequest {
 export class Dpop {
   private readonly keys = new LRUCache<string, { verify: VerifyJws; jkt: string }>({ max: KEY_CACHE_SIZE })
   private readonly nonceKey: Buffer
+  private readonly previousNonceKey: Buffer | undefined
   private readonly nonces = new Map<number, string>()
 
   constructor(
@@ -58,7 +61,8 @@ export class Dpop {
     private readonly replay: ReplayGuard,
     private readonly settings: DpopSettings,
   ) {
-    this.nonceKey = Buffer.from(hkdfSync('sha256', settings.keyEncryptionKey, Buffer.alloc(0), 'tessera dpop nonce', 32))
+    this.nonceKey = nonceKeyOf(settings.keyEncryptionKey)
+    this.previousNonceKey = settings.previousKeyEncryptionKey === undefined ? undefined : nonceKeyOf(settings.previousKeyEncryptionKey)
   }
 
   /** Whether a token request of this client must carry a nonce (DPOP_NONCE). */
@@ -174,7 +178,7 @@ export class Dpop {
     // Every answer to a proof carries the current one: made once per step.
     const cached = this.nonces.get(step)
     if (cached !== undefined) return cached
-    const nonce = createHmac('sha256', this.nonceKey).update(`dpop-nonce ${step}`).digest('base64url')
+    const nonce = nonceUnder(this.nonceKey, step)
     if (this.nonces.size > 4) this.nonces.clear()
     this.nonces.set(step, nonce)
     return nonce
@@ -184,10 +188,12 @@ export class Dpop {
     if (typeof nonce !== 'string') return false
     const presented = Buffer.from(nonce)
     const step = this.step()
-    return [step, step - 1].some((s) => {
-      const expected = Buffer.from(this.nonceOf(s))
-      return presented.length === expected.length && timingSafeEqual(presented, expected)
-    })
+    const matches = (expected: Buffer) => presented.length === expected.length && timingSafeEqual(presented, expected)
+    return [step, step - 1].some(
+      (s) =>
+        matches(Buffer.from(this.nonceOf(s))) ||
+        (this.previousNonceKey !== undefined && matches(Buffer.from(nonceUnder(this.previousNonceKey, s)))),
+    )
   }
 }
 
@@ -198,6 +204,11 @@ export class Dpop {
  * that long, or every replay in that last second looks new.
  */
 export const proofAcceptedUntil = (iat: number, window: number): Date => new Date((Math.floor(iat + window) + 1) * 1000)
+
+const nonceKeyOf = (keyEncryptionKey: Buffer): Buffer =>
+  Buffer.from(hkdfSync('sha256', keyEncryptionKey, Buffer.alloc(0), 'tessera dpop nonce', 32))
+
+const nonceUnder = (nonceKey: Buffer, step: number): string => createHmac('sha256', nonceKey).update(`dpop-nonce ${step}`).digest('base64url')
 
 /** RFC 9449 §4.2: ath, the base64url SHA-256 of the access token's ASCII. */
 export const tokenHash = (token: string): string => createHash('sha256').update(token, 'ascii').digest('base64url')

@@ -251,7 +251,13 @@ t.test('errors: bad credentials, API refusals and an unreachable server exit 1 w
   })
   const down = await cli(['keys', 'list', '--admin-url', `http://127.0.0.1:${port}`])
   t.equal(down.code, 1)
-  t.match(down.stderr, /^tessera: cannot reach http:\/\/127\.0\.0\.1:\d+\/.*ECONNREFUSED/)
+  t.equal(
+    down.stderr,
+    `tessera: cannot reach http://127.0.0.1:${port}/.well-known/oauth-authorization-server: ECONNREFUSED — fix: start \`tessera serve\` ` +
+      '(its admin API listens on ADMIN_HOST:ADMIN_PORT, default 127.0.0.1:8081), or pass --admin-url (or set TESSERA_ADMIN_URL) ' +
+      'to the admin URL of a running server\n',
+    'what to do, as doctor says it',
+  )
   t.ok(noStackTrace(down.stderr))
 })
 

@@ -128,10 +128,14 @@ t.test('a bad value stops every command that reads the configuration with one li
     { command: 'config', env: { KEY_ENCRYPTION_KEY: 'too-short' }, expected: /^tessera: KEY_ENCRYPTION_KEY must be 32 bytes encoded in base64/ },
     { command: 'config', env: { DATABASE_LISTEN_URL: 'postgres://u:db-secret@[bad' , ...pg }, expected: /^tessera: DATABASE_LISTEN_URL must be a postgres:\/\/ URL/ },
     { command: 'config', env: { ISSUER: 'https://auth.example.com/?tenant=1' }, expected: /^tessera: ISSUER must be an http\(s\) URL with no query or fragment/ },
+    // The admin commands are HTTP clients, but the same environment would stop the server.
+    { command: 'client list', env: { PORT: 'eighty' }, expected: /^tessera: PORT must be a whole number, got "eighty"\n$/ },
+    { command: 'audit', env: { KEY_ENCRYPTION_KEY_PREVIOUS: 'too-short' }, expected: /^tessera: KEY_ENCRYPTION_KEY_PREVIOUS must be 32 bytes encoded in base64/ },
+    { command: 'config', env: { KEY_ENCRYPTION_KEY: kek, KEY_ENCRYPTION_KEY_PREVIOUS: kek }, expected: /^tessera: KEY_ENCRYPTION_KEY_PREVIOUS is the same key as KEY_ENCRYPTION_KEY/ },
   ]
   for (const c of cases) {
     const dir = t.testdir(c.file === undefined ? {} : { '.env': c.file })
-    const r = await tessera([c.command], dir, c.env)
+    const r = await tessera(c.command.split(' '), dir, c.env)
     t.equal(r.code, 1, `${c.command} ${JSON.stringify(c.env ?? c.file)}: exit 1`)
     t.match(r.stderr, c.expected, r.stderr.trim())
     t.equal(r.stderr.split('\n').length, 2, 'one line')

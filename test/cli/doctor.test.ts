@@ -129,7 +129,7 @@ t.test('a wrong KEY_ENCRYPTION_KEY: the stored keys do not open, exit 1', async 
   t.equal(r.code, 1)
   t.match(
     lineOf(r.stdout, 'keys'),
-    /^fail: keys: the stored private signing key does not open with KEY_ENCRYPTION_KEY \(sha256:[0-9a-f]{8}\): a server with this key cannot sign, and does not start — fix: use the KEY_ENCRYPTION_KEY they were sealed with, the same on every instance over this database; if it is lost, see deploy\/README\.md/,
+    /^fail: keys: the stored private signing key does not open with KEY_ENCRYPTION_KEY \(sha256:[0-9a-f]{8}\): a server with this key cannot sign, and does not start — fix: use the KEY_ENCRYPTION_KEY they were sealed with, the same on every instance over this database; if KEY_ENCRYPTION_KEY was changed on purpose, set KEY_ENCRYPTION_KEY_PREVIOUS to the key it replaced and run `tessera keys reseal`; if it is lost, see deploy\/README\.md/,
   )
   const json = JSON.parse((await doctor({ ...env, KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64') }, ['--json'])).stdout)
   t.equal(json.status, 'fail')

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { Validator } from '@seriousme/openapi-schema-validator'
+import { FAVICON_SVG, LOGO_SVG } from '../../src/http/brand.js'
 import { committedText } from '../../src/http/openapi.js'
 import { endpointUrl } from '../../src/http/public.js'
 import { packageRoot } from '../../src/paths.js'
@@ -93,6 +94,7 @@ const ROUTES: Record<string, number[]> = {
   'post /admin/users/{id}/revoke-tokens': [204, 400, 401, 403, 404, 503],
   'get /admin/keys': [200, 401, 403, 503],
   'post /admin/keys/rotate': [200, 400, 401, 403, 503],
+  'post /admin/keys/reseal': [200, 401, 403, 409, 503],
   'get /admin/audit': [200, 400, 401, 403, 503],
 }
 const PUBLIC_PATHS = ['/token', '/introspect', '/revoke', '/jwks', '/healthz', '/readyz']
@@ -195,6 +197,15 @@ t.test('the page: Swagger UI at /docs, with no token, loading only its own files
   t.match(csp, /default-src 'self'/)
   t.match(csp, /frame-ancestors 'none'/)
   t.notMatch(csp, /upgrade-insecure-requests/, 'the admin listener is plain HTTP by default')
+  t.equal(
+    csp,
+    "default-src 'self'; base-uri 'self'; connect-src 'self'; font-src 'self' data:; form-action 'self'; frame-ancestors 'none'; " +
+      "img-src 'self' data:; object-src 'none'; script-src 'self'; script-src-attr 'none'; style-src 'self'; style-src-attr 'unsafe-inline'",
+    'Swagger UI\'s style attributes are allowed, and nothing else inline',
+  )
+  t.match(page.text, /<link rel="icon" type="image\/svg\+xml" href="\/docs\/static\/theme\/favicon\.svg" sizes="any" \/>/, "Tessera's icon in the tab")
+  const icon = await adminGet('/docs/static/theme/favicon.svg')
+  t.equal(icon.text, FAVICON_SVG)
   for (const src of page.text.match(/(?:src|href)="([^"]+)"/g) ?? []) {
     const url = src.replace(/^(?:src|href)="|"$/g, '')
     t.notMatch(url, /^(https?:)?\/\//, `${url}: from this listener`)
@@ -204,6 +215,7 @@ t.test('the page: Swagger UI at /docs, with no token, loading only its own files
   const init = await adminGet('/docs/static/swagger-initializer.js')
   t.equal(init.status, 200)
   t.match(init.text, /resolveUrl\('\.\/json'\)/, 'the page loads the document beside it')
+  t.ok(init.text.includes(`img.src = 'data:image/svg+xml;base64,${Buffer.from(LOGO_SVG).toString('base64')}'`), "Tessera's logo in the top bar, not fastify's")
   const json = await adminGet('/docs/json')
   t.equal(json.status, 200)
   t.same(json.body, doc, 'the page shows the same document as /openapi.json')
@@ -215,4 +227,27 @@ t.test('everything else on the admin listener still needs a token', async (t) =>
     assertOAuthError(t, r, 401, 'invalid_token')
   }
   assertOAuthError(t, await srv.admin('GET', '/metrics', undefined, 'not-a-token'), 401, 'invalid_token')
+})
+
+t.test('every JSON request body has an example, and the server accepts it as it is ("Try it out" on /docs)', async (t) => {
+  const schemas = doc['components']['schemas'] as Record<string, Json>
+  const client = await srv.createClient()
+  const userId = await srv.createUser('example-user', 'a long enough password 1')
+  let sent = 0
+  for (const [path, item] of Object.entries<Json>(doc['paths'])) {
+    for (const [method, op] of Object.entries<Json>(item)) {
+      const media = op?.['requestBody']?.['content']?.['application/json']
+      if (media === undefined) continue
+      const ref = media['schema']['$ref'] as string
+      const schema = schemas[ref.replace('#/components/schemas/', '')]!
+      const examples = schema['examples'] as unknown[] | undefined
+      t.ok(examples !== undefined && examples.length > 0, `${method} ${path}: ${ref} has an example`)
+      for (const example of examples ?? []) {
+        const r = await srv.admin(method.toUpperCase(), path.replace('{client_id}', client.id).replace('{id}', userId), example)
+        t.ok(r.status >= 200 && r.status < 300, `${method} ${path} with ${JSON.stringify(example)}: ${r.status} ${r.text}`)
+        sent++
+      }
+    }
+  }
+  t.equal(sent, 6, 'the six admin operations that take a JSON body')
 })

@@ -62,7 +62,7 @@ t.test('an instance with another KEY_ENCRYPTION_KEY refuses to load the keys, an
   const keys = new KeyManager(
     srv.tessera.db,
     srv.tessera.clock,
-    otherKek,
+    { current: otherKek },
     { alg: 'ES256', rotationInterval: 3600, jwksMaxAge: 0, pollIntervalMs: 1000, maxAccessTokenTtl: async () => 600 },
     createLogger('silent'),
     srv.tessera.feed,

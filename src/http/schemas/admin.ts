@@ -88,6 +88,8 @@ export const clientCreation = {
   additionalProperties: false,
   required: ['name', 'grant_types', 'scopes'],
   properties: clientProperties,
+  // What /docs puts in a "Try it out" body: a body the server accepts (test/http/openapi.test.ts sends it).
+  examples: [{ name: 'billing service', grant_types: ['client_credentials'], scopes: ['invoices:read'], audiences: ['https://api.example.com'] }],
 } as const
 
 export const clientChange = {
@@ -99,6 +101,7 @@ export const clientChange = {
   additionalProperties: false,
   minProperties: 1,
   properties: clientProperties,
+  examples: [{ scopes: ['invoices:read', 'invoices:write'], access_token_ttl: 900 }],
 } as const
 
 // Its length and content are the password policy's to judge (src/users/password-policy.ts), with
@@ -132,6 +135,7 @@ export const userCreation = {
     password,
     scopes: userScopes,
   },
+  examples: [{ username: 'ada', password: 'analytical engine 1843', scopes: null }],
 } as const
 
 export const userChange = {
@@ -143,6 +147,7 @@ export const userChange = {
     disabled: { type: 'boolean', description: 'A disabled user cannot log in, and their grants stop working.' },
     scopes: userScopes,
   },
+  examples: [{ disabled: false, scopes: ['invoices:read'] }],
 } as const
 
 export const passwordChange = {
@@ -151,6 +156,7 @@ export const passwordChange = {
   additionalProperties: false,
   required: ['password'],
   properties: { password },
+  examples: [{ password: 'difference engine 1822' }],
 } as const
 
 export const secretRotation = {
@@ -171,6 +177,7 @@ export const secretRotation = {
     },
     { type: 'null' },
   ],
+  examples: [{ grace_seconds: 3600 }],
 } as const
 
 // --- responses ---
@@ -301,6 +308,17 @@ export const signingKey = {
   },
 } as const
 
+export const keyReseal = {
+  $id: 'KeyReseal',
+  type: 'object',
+  additionalProperties: false,
+  required: ['resealed', 'already_current'],
+  properties: {
+    resealed: { type: 'array', items: { type: 'string' }, description: 'The kids re-encrypted now.' },
+    already_current: { type: 'array', items: { type: 'string' }, description: 'The kids already sealed under KEY_ENCRYPTION_KEY.' },
+  },
+} as const
+
 export const signingKeyList = {
   $id: 'SigningKeyList',
   type: 'object',
@@ -362,6 +380,7 @@ export const ADMIN_SCHEMAS: readonly Schema[] = [
   lockout,
   signingKey,
   signingKeyList,
+  keyReseal,
   auditEvent,
   auditPage,
 ]
@@ -576,6 +595,19 @@ export const rotateKeys = route('Signing keys', 'rotateKeys', 'Rotate the signin
     properties: { immediate: { type: 'string', enum: ['true', 'false'], description: 'true: the emergency rotation.' } },
   },
   response: { ...ok('The new (or pending) key.', signingKey), ...badRequest('immediate is neither true nor false.'), ...notAuthorized, 503: unavailable },
+})
+
+export const resealKeys = route('Signing keys', 'resealKeys', 'Re-encrypt the stored private keys under KEY_ENCRYPTION_KEY', {
+  description:
+    'The last step of a KEY_ENCRYPTION_KEY rotation: every stored private key sealed under KEY_ENCRYPTION_KEY_PREVIOUS is ' +
+    're-encrypted under KEY_ENCRYPTION_KEY, in one transaction, while every instance keeps signing. Idempotent. Then ' +
+    'KEY_ENCRYPTION_KEY_PREVIOUS can be removed.',
+  response: {
+    ...ok('What was done.', keyReseal),
+    ...notAuthorized,
+    409: errorResponse('conflict: a stored key opens with neither KEY_ENCRYPTION_KEY nor KEY_ENCRYPTION_KEY_PREVIOUS; nothing was changed.'),
+    503: unavailable,
+  },
 })
 
 export const listAuditEvents = route('Audit', 'listAuditEvents', 'Security events', {
