@@ -102,7 +102,8 @@ t.test('user changes: the user is named by id, and no password is ever recorded'
 t.test('refused calls are on record too: no token, a token without the admin scope', async (t) => {
   const body = { name: 'sneaky', grant_types: ['client_credentials'], scopes: ['read'] }
   t.equal((await srv.admin('POST', '/admin/clients', body, null)).status, 401)
-  const outsider = await srv.createClient({ grant_types: ['client_credentials'], scopes: ['read'] })
+  // A client of the admin API (its resource among its audiences) whose token lacks the admin scope.
+  const outsider = await srv.createClient({ grant_types: ['client_credentials'], scopes: ['read'], audiences: [`${srv.issuer}/admin`] })
   const token = await srv.post('/token', { grant_type: 'client_credentials' }, outsider.auth)
   t.equal((await srv.admin('POST', '/admin/clients', body, token.body.access_token)).status, 403)
   t.equal((await srv.admin('POST', '/admin/no-such-route', {}, null)).status, 401)
