@@ -72,3 +72,21 @@ t.test('a connection answered 429 is not read from again for a moment; other con
   t.equal(other.r.status, 200)
   t.ok(other.ms < 900, `a request on another connection is not held (${Math.round(other.ms)} ms)`)
 })
+
+t.test('a burst of concurrent wrong secrets from one address checks no more than its budget', async (t) => {
+  // Issue 15 (6): each failure used to be counted after its check, so a burst was all checked
+  // before the budget held. Now the budget is reserved before the check (src/throttle/client-auth.ts).
+  const from = '127.2.5.2'
+  const answers = await Promise.all(
+    Array.from({ length: 119 }, (_, i) => postFrom(from, srv.url, '/token', cc, ['burst-client', `wrong secret ${i}`])),
+  )
+  await srv.tessera.audit.flush()
+  const failures = await srv.admin('GET', '/admin/audit?type=client.authentication_failed&client=burst-client&limit=1000')
+  t.equal(failures.status, 200)
+  const checked = failures.body.events.length
+  t.ok(checked >= 1 && checked <= 8, `${checked} of 119 checked (budget 8)`)
+  t.equal(answers.filter((r) => r.status === 401).length + answers.filter((r) => r.status === 429).length, 119, 'each 401 or 429')
+  t.ok(answers.filter((r) => r.status === 401).length <= checked, 'a 401 only for a checked secret')
+  const svc = await srv.createClient({ grant_types: ['client_credentials'] })
+  assertOAuthError(t, await postFrom(from, srv.url, '/token', cc, svc.auth), 429, 'slow_down')
+})
