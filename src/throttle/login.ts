@@ -108,9 +108,16 @@ export class LoginThrottle {
     if (attempt.countedForUser) await throttleStore.refund(this.db, 'login_user', attempt.user, this.settings.user)
   }
 
-  /** A username's failed-login state across networks (for the admin API), or undefined when it has none. */
-  state(username: string): Promise<ThrottleState | undefined> {
-    return throttleStore.state(this.db, 'login_user', this.userKey(username))
+  /**
+   * A username's failed logins (for the admin API): the failures counted from every network, and
+   * the delay in force for all of them, if any; undefined when it has none.
+   */
+  async state(username: string): Promise<ThrottleState | undefined> {
+    const user = this.userKey(username)
+    const across = await throttleStore.state(this.db, 'login_user', user)
+    const failures = await throttleStore.sumPrefixed(this.db, 'login_pair', user)
+    if (across === undefined) return undefined
+    return { ...across, failures }
   }
 
   /** Clears a username's failed logins, from every network, and any delay in force; false when there were none. */

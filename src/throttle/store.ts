@@ -97,6 +97,13 @@ export const throttleStore = {
     return row?.blocked_until ?? null
   },
 
+  /** The failures counted for every key of `kind` that starts with `prefix` and a space, added up. */
+  async sumPrefixed(db: Executor, kind: ThrottleKind, prefix: string): Promise<number> {
+    const r = await sql<{ n: string | number | null }>`
+      select sum(failures) as n from throttle where kind = ${kind} and left(key, ${prefix.length + 1}) = ${`${prefix} `}`.execute(db)
+    return Number(r.rows[0]?.n ?? 0)
+  },
+
   /** Forgets every key of `kind` that starts with `prefix` and a space; how many there were. */
   async clearPrefixed(db: Executor, kind: ThrottleKind, prefix: string): Promise<number> {
     const r = await sql`delete from throttle where kind = ${kind} and left(key, ${prefix.length + 1}) = ${`${prefix} `}`.execute(db)
