@@ -25,7 +25,7 @@ export interface LoginThrottleSettings {
 /** Why an attempt was refused, for the answer and the record. */
 export type LoginRefusal = { reason: 'address' | 'username'; retryAfter: number }
 
-/** An attempt that was counted and may be checked; hand it back to `succeeded` or `withdrawn`. */
+/** An attempt that was counted and may be checked; hand it back to `succeeded` when it succeeds. */
 export interface LoginAttempt {
   readonly user: string
   readonly network: string
@@ -94,16 +94,6 @@ export class LoginThrottle {
    */
   async succeeded(attempt: LoginAttempt): Promise<void> {
     await throttleStore.clear(this.db, 'login_pair', `${attempt.user} ${attempt.network}`)
-    await this.giveBack(attempt)
-  }
-
-  /** The attempt was counted but its password was never checked (the hashing queue dropped it). */
-  async withdrawn(attempt: LoginAttempt): Promise<void> {
-    await throttleStore.refund(this.db, 'login_pair', `${attempt.user} ${attempt.network}`, this.settings.pair)
-    await this.giveBack(attempt)
-  }
-
-  private async giveBack(attempt: LoginAttempt): Promise<void> {
     await throttleStore.refund(this.db, 'login_address', attempt.network, this.settings.address)
     if (attempt.countedForUser) await throttleStore.refund(this.db, 'login_user', attempt.user, this.settings.user)
   }

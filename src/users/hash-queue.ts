@@ -7,17 +7,12 @@ import { addressKey } from '../throttle/address.js'
 export interface HashSlot {
   run<T>(work: () => Promise<T>): Promise<T>
   leave(): void
-  /** Whether the place was given to another address before the hash ran (run then throws 503). */
-  readonly dropped: boolean
 }
 
 interface Entry {
   readonly address: string
-  readonly seq: number
   state: 'held' | 'waiting' | 'running' | 'left'
-  dropped: boolean
   wake?: () => void
-  refuse?: (err: Error) => void
 }
 
 // How fast an address's past use of the queue is forgotten: halved every this many ms.
@@ -42,17 +37,17 @@ const SMOOTHING = 0.1
  * 10 s), so a flooding address ranks behind one that has asked for nothing lately:
  * - a free turn goes to the waiting request whose address has the smallest share (then the one
  *   waiting longest);
- * - when every place is taken, a request whose address's share is smaller than another's takes the
- *   newest not-yet-running place of the address with the largest. An address with nothing queued
- *   and no recent use therefore gets in while any flooding address's request is still waiting;
- *   the one it displaced is answered 503, and its attempt is given back
- *   (src/oauth/grants/password.ts).
+ * - when every place is taken, a request from an address with nothing queued and less than one
+ *   request's recent use still gets one of `concurrency` places kept for such newcomers, and so
+ *   the next free turn, ahead of every flooding address's waiting request. Anyone else is
+ *   answered 503 at once, before the throttles' database is asked anything. (Nothing already
+ *   admitted is ever dropped: a flood of ever new addresses would make each drop cost a wasted
+ *   attempt.)
  * Retry-After on a 503 is the time the queue ahead is expected to take, from the hashes' measured
  * duration, rounded up to whole seconds.
  */
 export class HashQueue {
   private running = 0
-  private seq = 0
   private readonly entries = new Set<Entry>()
   private readonly held = new Map<string, number>()
   private readonly runningBy = new Map<string, number>()
@@ -71,21 +66,20 @@ export class HashQueue {
   enter(from = ''): HashSlot {
     const address = addressKey(from, this.ipv6Prefix)
     const now = performance.now()
-    if (this.entries.size >= this.concurrency + this.waiting) {
-      const victim = this.displaceable(this.share(address, now), now)
-      if (victim === undefined) throw temporarilyUnavailable('password hashing queue is full', this.expectedWait())
-      this.drop(victim)
+    const full = this.entries.size >= this.concurrency + this.waiting
+    const newcomer = this.share(address, now) < 1
+    // Every request counts, refused or not: a flooding address never looks new.
+    this.used.set(address, { score: this.recentUse(address, now) + 1, at: now })
+    // The places kept for newcomers: as many more as run at once, so they bound the extra work.
+    if (full && (!newcomer || this.entries.size >= 2 * this.concurrency + this.waiting)) {
+      throw temporarilyUnavailable('password hashing queue is full', this.expectedWait())
     }
-    const entry: Entry = { address, seq: this.seq++, state: 'held', dropped: false }
+    const entry: Entry = { address, state: 'held' }
     this.entries.add(entry)
     bump(this.held, address, 1)
-    this.used.set(address, { score: this.recentUse(address, now) + 1, at: now })
     return {
       run: (work) => this.run(entry, work),
       leave: () => this.release(entry),
-      get dropped() {
-        return entry.dropped
-      },
     }
   }
 
@@ -100,39 +94,14 @@ export class HashQueue {
     return (this.held.get(address) ?? 0) + this.recentUse(address, now)
   }
 
-  /** The newest place not yet running, of the address with the largest share (larger than `mine`). */
-  private displaceable(mine: number, now: number): Entry | undefined {
-    let best: Entry | undefined
-    let bestShare = mine
-    for (const e of this.entries) {
-      if (e.state === 'running') continue
-      const n = this.share(e.address, now)
-      if (n > bestShare || (n === bestShare && best !== undefined && e.seq > best.seq)) {
-        best = e
-        bestShare = n
-      }
-    }
-    return best
-  }
-
-  private drop(entry: Entry): void {
-    entry.dropped = true
-    const waiting = this.waiters.indexOf(entry)
-    if (waiting >= 0) this.waiters.splice(waiting, 1)
-    this.release(entry)
-    entry.refuse?.(temporarilyUnavailable('password hashing turn given to another address', this.expectedWait()))
-  }
-
   private async run<T>(entry: Entry, work: () => Promise<T>): Promise<T> {
-    if (entry.dropped) throw temporarilyUnavailable('password hashing turn given to another address', this.expectedWait())
     if (entry.state !== 'held') throw new Error('hash slot used twice')
     if (this.running < this.concurrency) this.running++
     else {
       // Woken with a finished hash's turn handed over, so nobody can slip in between.
       entry.state = 'waiting'
-      await new Promise<void>((resolve, reject) => {
+      await new Promise<void>((resolve) => {
         entry.wake = resolve
-        entry.refuse = reject
         this.waiters.push(entry)
       })
     }

@@ -32,10 +32,6 @@ export const passwordGrant: GrantHandler = {
         throw slowDown(attempt.retryAfter, `login throttled by ${attempt.reason}`)
       }
       check = await services.users.authenticate(username, password, slot)
-    } catch (err) {
-      // Dropped from the hashing queue for another address's turn: nothing was checked.
-      if (attempt !== undefined && !isRefusal(attempt) && slot.dropped) await services.loginThrottle.withdrawn(attempt)
-      throw err
     } finally {
       slot.leave()
     }
