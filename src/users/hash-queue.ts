@@ -17,6 +17,8 @@ interface Entry {
 
 // How fast an address's past use of the queue is forgotten: halved every this many ms.
 const HALF_LIFE_MS = 10_000
+// A share below this is a newcomer's: nothing queued, and no request within the last half-life.
+const NEWCOMER = 0.5
 // Addresses whose past use is remembered: bounded, since an attacker chooses how many.
 const REMEMBERED = 10_000
 // What one argon2 hash takes before any has been measured (src/users/passwords.ts: 20-30 ms).
@@ -37,8 +39,8 @@ const SMOOTHING = 0.1
  * 10 s), so a flooding address ranks behind one that has asked for nothing lately:
  * - a free turn goes to the waiting request whose address has the smallest share (then the one
  *   waiting longest);
- * - when every place is taken, a request from an address with nothing queued and less than one
- *   request's recent use still gets one of `concurrency` places kept for such newcomers, and so
+ * - when every place is taken, a request from an address with nothing queued and no request in the
+ *   last 10 s still gets one of `concurrency` places kept for such newcomers, and so
  *   the next free turn, ahead of every flooding address's waiting request. Anyone else is
  *   answered 503 at once, before the throttles' database is asked anything. (Nothing already
  *   admitted is ever dropped: a flood of ever new addresses would make each drop cost a wasted
@@ -67,7 +69,7 @@ export class HashQueue {
     const address = addressKey(from, this.ipv6Prefix)
     const now = performance.now()
     const full = this.entries.size >= this.concurrency + this.waiting
-    const newcomer = this.share(address, now) < 1
+    const newcomer = this.share(address, now) < NEWCOMER
     // Every request counts, refused or not: a flooding address never looks new.
     this.used.set(address, { score: this.recentUse(address, now) + 1, at: now })
     // The places kept for newcomers: as many more as run at once, so they bound the extra work.
