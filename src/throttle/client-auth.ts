@@ -52,7 +52,7 @@ const NETWORKS = 100_000
  * database; and yet every check is decided before it is made:
  *
  * - From a network this instance has seen no failure from, up to FAST_IN_FLIGHT checks at a time
- *   go ahead at once. The first failure turns the network over to the database (synchronously,
+ *   go ahead at once (more wait for one of them to settle). The first failure turns the network over to the database (synchronously,
  *   before its count is written): every later check reserves its place in the network's budget
  *   (CLIENT_AUTH_ADDRESS_FAILURES, one statement, as the login throttle does) after the checks
  *   already in flight have been counted, and gives it back when the credentials were right. So
@@ -76,23 +76,28 @@ export class ClientAuthThrottle {
   /** Lets a check from `address` go ahead, or says how many seconds the network must wait. */
   async admit(address: string): Promise<ClientCheck | number> {
     const network = addressKey(address, this.settings.ipv6Prefix)
-    const now = this.clock.now().getTime()
-    let state = this.networks.get(network)
-    if (state !== undefined && state.blockedUntil > now) return secondsUntil(new Date(state.blockedUntil), new Date(now))
-    if (state === undefined || (state.countedUntil <= now && state.unsettled.size < FAST_IN_FLIGHT)) {
-      if (state === undefined) {
-        state = { countedUntil: 0, blockedUntil: 0, unsettled: new Set() }
-        this.networks.set(network, state)
+    for (;;) {
+      const now = this.clock.now().getTime()
+      let state = this.networks.get(network)
+      if (state !== undefined && state.blockedUntil > now) return secondsUntil(new Date(state.blockedUntil), new Date(now))
+      if (state === undefined || state.countedUntil <= now) {
+        if (state === undefined) {
+          state = { countedUntil: 0, blockedUntil: 0, unsettled: new Set() }
+          this.networks.set(network, state)
+        }
+        if (state.unsettled.size < FAST_IN_FLIGHT) return this.uncounted(network, state)
+        // As many checks in flight as may go ahead at once: wait for one to settle, and look again
+        // (a failure among them turns the network over to the database).
+        await Promise.race(state.unsettled)
+        continue
       }
-      return this.uncounted(network, state)
+      await Promise.all(state.unsettled)
+      const at = this.clock.now()
+      const decision = await throttleStore.reserve(this.db, 'client_address', network, this.settings.address, at)
+      this.learn(state, decision)
+      if (!decision.allowed) return decision.retryAfter
+      return this.counted(network, state, decision, at)
     }
-    state.countedUntil = Math.max(state.countedUntil, now + WINDOW_SECONDS * 1000)
-    await Promise.all(state.unsettled)
-    const at = this.clock.now()
-    const decision = await throttleStore.reserve(this.db, 'client_address', network, this.settings.address, at)
-    this.learn(state, decision)
-    if (!decision.allowed) return decision.retryAfter
-    return this.counted(network, state, decision, at)
   }
 
   /** A check the database has not counted: a failure is counted after it, before anything else from the network. */
@@ -100,10 +105,11 @@ export class ClientAuthThrottle {
     let settle!: () => void
     const settled = new Promise<void>((resolve) => (settle = resolve))
     state.unsettled.add(settled)
+    // The network's state stays for the LRU to evict: deleting the last entry of an LRUCache
+    // clears all its slots, a cost in the size of the cache on every request.
     const done = () => {
       state.unsettled.delete(settled)
       settle()
-      if (state.unsettled.size === 0 && state.countedUntil === 0) this.networks.delete(network)
     }
     return {
       passed: async () => done(),
