@@ -52,6 +52,10 @@ export interface Config {
   loginMaxDelay: number
   /** Failed password logins per network address, across usernames, before delays start. */
   loginAddressFailures: number
+  /** Networks failing one username within the hour before every attempt at it is delayed. */
+  loginUserAddresses: number
+  /** How many leading bits of an IPv6 address make one network for the per-address budgets. */
+  throttleIpv6Prefix: number
   /** Failed client authentications per client id before its failures are answered 429. */
   clientAuthFailures: number
   /** Failed client authentications per network address before the address is delayed. */
@@ -202,6 +206,8 @@ export function loadConfig(env: Env = process.env): Config {
     loginFreeFailures: int(env, 'LOGIN_FREE_FAILURES', 5, 1, 1000),
     loginMaxDelay: int(env, 'LOGIN_MAX_DELAY', 900, 1, 86_400),
     loginAddressFailures: int(env, 'LOGIN_ADDRESS_FAILURES', 50, 1, 1_000_000),
+    loginUserAddresses: int(env, 'LOGIN_USER_ADDRESSES', 10, 1, 1_000_000),
+    throttleIpv6Prefix: int(env, 'THROTTLE_IPV6_PREFIX', 64, 32, 128),
     clientAuthFailures: int(env, 'CLIENT_AUTH_FAILURES', 20, 1, 1_000_000),
     clientAuthAddressFailures: int(env, 'CLIENT_AUTH_ADDRESS_FAILURES', 50, 1, 1_000_000),
     trustProxy: cidrs(env, 'TRUST_PROXY'),

@@ -101,7 +101,7 @@ export const invalidTarget = (description: string) => new OAuthError('invalid_ta
 export const invalidDpopProof = (description: string, detail?: string) =>
   new OAuthError('invalid_dpop_proof', description, detail)
 export const notFound = (what: string) => new OAuthError('not_found', `${what} not found`)
-export const temporarilyUnavailable = (detail?: string) =>
-  new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable; try again shortly', detail, 2)
+export const temporarilyUnavailable = (detail?: string, retryAfter = 2) =>
+  new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable; try again shortly', detail, retryAfter)
 export const slowDown = (retryAfter: number, detail?: string) =>
   new OAuthError('slow_down', `too many failed attempts; try again in ${retryAfter} s`, detail, retryAfter)

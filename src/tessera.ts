@@ -110,7 +110,7 @@ export function createTessera(opts: {
     previousKeyEncryptionKey: opts.previousKeyEncryptionKey,
   })
   const hasher = new PasswordHasher(
-    new HashQueue(config.hashConcurrency, config.hashQueue),
+    new HashQueue(config.hashConcurrency, config.hashQueue, config.throttleIpv6Prefix),
     (operation) => metrics.passwordHashes.inc({ operation }),
     tracing,
   )
@@ -156,12 +156,16 @@ export function createTessera(opts: {
   )
   const status = new TokenStatus(db, clock, accessTokens, keys, view)
   const loginThrottle = new LoginThrottle(db, clock, {
-    user: { delay: 'doubling', free: config.loginFreeFailures, maxDelay: config.loginMaxDelay },
+    pair: { delay: 'doubling', free: config.loginFreeFailures, maxDelay: config.loginMaxDelay },
+    user: { delay: 'doubling', free: config.loginUserAddresses, maxDelay: config.loginMaxDelay },
     address: { delay: 'window', free: config.loginAddressFailures },
+    ipv6Prefix: config.throttleIpv6Prefix,
+    keyEncryptionKey: opts.keyEncryptionKey,
   })
   const clientThrottle = new ClientAuthThrottle(db, clock, {
     client: { delay: 'doubling', free: config.clientAuthFailures, maxDelay: config.loginMaxDelay },
     address: { delay: 'window', free: config.clientAuthAddressFailures },
+    ipv6Prefix: config.throttleIpv6Prefix,
   })
   const readiness = async () => {
     const database = await db

@@ -70,6 +70,8 @@ export function settings(config: Config, env: Env, envFile: EnvFile | undefined)
     ['LOGIN_FREE_FAILURES', String(config.loginFreeFailures)],
     ['LOGIN_MAX_DELAY', String(config.loginMaxDelay)],
     ['LOGIN_ADDRESS_FAILURES', String(config.loginAddressFailures)],
+    ['LOGIN_USER_ADDRESSES', String(config.loginUserAddresses)],
+    ['THROTTLE_IPV6_PREFIX', String(config.throttleIpv6Prefix)],
     ['CLIENT_AUTH_FAILURES', String(config.clientAuthFailures)],
     ['CLIENT_AUTH_ADDRESS_FAILURES', String(config.clientAuthAddressFailures)],
     ['TRUST_PROXY', config.trustProxy.length === 0 ? null : config.trustProxy.join(',')],

@@ -3,7 +3,7 @@ import { usesSecret, type Client } from '../clients/repository.js'
 import type { ClientService } from '../clients/service.js'
 import { invalidClient, invalidRequest, slowDown } from '../errors.js'
 import { LIMITS, checkText } from '../input.js'
-import type { ClientAuthThrottle } from '../throttle/client-auth.js'
+import type { ClientAuthThrottle, ClientCheck } from '../throttle/client-auth.js'
 import { JWT_BEARER, type ClientAssertions } from './client-assertion.js'
 import { decodeJws } from './jws.js'
 import type { Params } from './params.js'
@@ -75,25 +75,40 @@ function basicCredentials(authorization: string | undefined): Credentials | unde
 
 /**
  * The client that made this request from `address`, authenticated (RFC 6749 §2.3); else 401, or
- * 429 once failures from the address or for the client id are being throttled.
+ * 429 once failures from the address or for the client id are being throttled. `check`: the
+ * throttle's leave to check, when the caller took it already (admitCheck).
  */
 export async function authenticateClient(
   deps: ClientAuthDeps,
   creds: Credentials,
   address: string,
   context: AuthContext = AT_TOKEN_ENDPOINT,
+  check?: ClientCheck,
 ): Promise<Client> {
-  refuseDelayedAddress(deps, address)
-  const client = await deps.clients.current(creds.clientId)
-  return checkedClient(deps, creds, address, await verifyCredentials(deps, client, creds, context))
+  const admitted = check ?? (await admitCheck(deps, address))
+  const result = await abandonOnError(admitted, async () => verifyCredentials(deps, await deps.clients.current(creds.clientId), creds, context))
+  return checkedClient(deps, creds, address, admitted, result)
 }
 
-/** 429 for an address this instance knows to be delayed, before any credentials are looked at. */
-export function refuseDelayedAddress(deps: ClientAuthDeps, address: string): void {
-  const wait = deps.clientThrottle.addressDelay(address)
-  if (wait === undefined) return
-  deps.audit.record({ type: 'client.throttled', address, clientId: null, by: 'address', retryAfter: wait })
-  throw slowDown(wait, 'address delayed after failed client authentications')
+/**
+ * The throttle's leave to check credentials from `address`, taken before anything about them is
+ * looked at (src/throttle/client-auth.ts); 429 for an address that is refused.
+ */
+export async function admitCheck(deps: ClientAuthDeps, address: string): Promise<ClientCheck> {
+  const admitted = await deps.clientThrottle.admit(address)
+  if (typeof admitted !== 'number') return admitted
+  deps.audit.record({ type: 'client.throttled', address, clientId: null, by: 'address', retryAfter: admitted })
+  throw slowDown(admitted, 'address delayed after failed client authentications')
+}
+
+/** `work`'s result; if it throws, the check is given back first (nothing was judged). */
+export async function abandonOnError<T>(check: ClientCheck, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work()
+  } catch (err) {
+    await check.abandon()
+    throw err
+  }
 }
 
 /**
@@ -142,14 +157,23 @@ export async function verifyCredentials(
 }
 
 /**
- * The client, if the credentials checked out (`result` of verifyCredentials); otherwise the
- * failure is recorded and counted, and answered 401, or 429 when throttled.
+ * The client, if the credentials checked out (`result` of verifyCredentials, made with `check`);
+ * otherwise the failure is recorded and counted, and answered 401, or 429 when throttled.
  */
-export async function checkedClient(deps: ClientAuthDeps, creds: Credentials, address: string, result: Client | Refusal): Promise<Client> {
-  if (!('reason' in result)) return result
+export async function checkedClient(
+  deps: ClientAuthDeps,
+  creds: Credentials,
+  address: string,
+  check: ClientCheck,
+  result: Client | Refusal,
+): Promise<Client> {
+  if (!('reason' in result)) {
+    await check.passed()
+    return result
+  }
   const clientId = creds.clientId === '' ? null : creds.clientId
   deps.audit.record({ type: 'client.authentication_failed', address, clientId, method: creds.method, reason: result.reason })
-  const throttled = await deps.clientThrottle.failed(creds.clientId, address)
+  const throttled = await check.failed(creds.clientId)
   if (throttled === undefined) throw invalidClient(result.detail)
   deps.audit.record({ type: 'client.throttled', address, clientId, by: throttled.by, retryAfter: throttled.retryAfter })
   throw slowDown(throttled.retryAfter, result.detail)

@@ -1,7 +1,8 @@
 import {
   authenticateClient,
   checkedClient,
-  refuseDelayedAddress,
+  abandonOnError,
+  admitCheck,
   verifyCredentials,
   type AuthContext,
   type ClientAuthDeps,
@@ -39,15 +40,15 @@ export async function introspect(
   issuer: string,
 ): Promise<IntrospectionResponse> {
   const { credentials, address } = request
-  refuseDelayedAddress(deps, address)
+  const check = await admitCheck(deps, address)
   if (looksLikeJwt(token)) {
     // The hot path: the caller's record comes with the token's status (from memory, or from the
     // database in the same round trip).
-    const { active: at, caller: loaded } = await deps.status.activeAccessTokenWithCaller(token, credentials.clientId)
+    const { active: at, caller: loaded } = await abandonOnError(check, () => deps.status.activeAccessTokenWithCaller(token, credentials.clientId))
     const caller =
       loaded === 'unread'
-        ? await authenticateClient(deps, credentials, address, INTROSPECTION)
-        : await checkedClient(deps, credentials, address, await verifyCredentials(deps, loaded, credentials, INTROSPECTION))
+        ? await authenticateClient(deps, credentials, address, INTROSPECTION, check)
+        : await checkedClient(deps, credentials, address, check, await abandonOnError(check, () => verifyCredentials(deps, loaded, credentials, INTROSPECTION)))
     if (at === undefined) return INACTIVE
     const { claims } = at
     const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud]
@@ -71,7 +72,7 @@ export async function introspect(
       token_use: 'access_token',
     }
   }
-  const caller = await authenticateClient(deps, credentials, address, INTROSPECTION)
+  const caller = await authenticateClient(deps, credentials, address, INTROSPECTION, check)
   const rt = await deps.status.activeRefreshToken(token)
   // Refresh tokens are only ever shown to the client that holds them (RFC 6749 §10.4).
   if (rt === undefined || rt.grant.clientId !== caller.clientId) return INACTIVE

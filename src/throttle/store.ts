@@ -1,8 +1,13 @@
 import { sql } from 'kysely'
 import type { Executor } from '../db/schema.js'
 
-/** What is counted: a username's logins, an address's logins, a client id's or an address's client authentications. */
-export type ThrottleKind = 'login_user' | 'login_address' | 'client_id' | 'client_address'
+/**
+ * What is counted: the networks that failed a username's logins (`login_user`), one network's
+ * failed logins for one username (`login_pair`), a network's logins across usernames, a client
+ * id's or a network's client authentications. Usernames are keyed by HMAC (src/throttle/login.ts),
+ * networks by src/throttle/address.ts.
+ */
+export type ThrottleKind = 'login_user' | 'login_pair' | 'login_address' | 'client_id' | 'client_address'
 
 /**
  * How a key is throttled. `doubling`: once `free` attempts have been counted, each further one
@@ -16,7 +21,11 @@ export type ThrottlePolicy = { delay: 'doubling'; free: number; maxDelay: number
 export const WINDOW_SECONDS = 3600
 
 /** Whether the attempt may be made, and until when the key is delayed now (null: it is not). */
-export type Decision = ({ allowed: true } | { allowed: false; retryAfter: number }) & { blockedUntil: Date | null }
+export type Decision = ({ allowed: true } | { allowed: false; retryAfter: number }) & {
+  blockedUntil: Date | null
+  /** The count in the window, this attempt included when it was allowed. */
+  failures: number
+}
 
 export interface ThrottleState {
   failures: number
@@ -43,7 +52,7 @@ export const throttleStore = {
       policy.delay === 'doubling'
         ? sql`${now}::timestamptz + make_interval(secs => least(${policy.maxDelay}::float8, power(2, least(${n} - ${policy.free}, 30))))`
         : sql`${started}::timestamptz + make_interval(secs => ${WINDOW_SECONDS})`
-    const r = await sql<{ refused: boolean; blocked_until: Date | null }>`
+    const r = await sql<{ refused: boolean; blocked_until: Date | null; failures: number }>`
       insert into throttle as t (kind, key, failures, window_started_at, blocked_until, refused)
       values (${kind}, ${key}, 1, ${now}, case when 1 >= ${policy.free} then ${delay(sql`1`, now)} end, false)
       on conflict (kind, key) do update set
@@ -54,26 +63,51 @@ export const throttleStore = {
           when t.blocked_until > ${now} then t.blocked_until
           when ${counted} >= ${policy.free} then ${delay(counted, windowStart)}
         end
-      returning refused, blocked_until`.execute(db)
-    const { refused, blocked_until: blockedUntil } = r.rows[0]!
+      returning refused, blocked_until, failures`.execute(db)
+    const { refused, blocked_until: blockedUntil, failures } = r.rows[0]!
     return refused && blockedUntil !== null
-      ? { allowed: false, retryAfter: secondsUntil(blockedUntil, now), blockedUntil }
-      : { allowed: true, blockedUntil }
+      ? { allowed: false, retryAfter: secondsUntil(blockedUntil, now), blockedUntil, failures }
+      : { allowed: true, blockedUntil, failures }
   },
 
   /**
    * Takes back one counted attempt that turned out well (a success, among an address's many).
-   * Under a `window` policy, a delay that the attempts still in flight started ends when their
-   * successes bring the count back under the budget: many people behind one address (an office,
-   * a carrier's NAT) logging in at once are not shut out for the rest of the window.
+   * A delay that the attempts still in flight started ends when their successes bring the count
+   * back under the budget: many people behind one address (an office, a carrier's NAT) logging in
+   * at once are not shut out for the rest of the window.
    */
   async refund(db: Executor, kind: ThrottleKind, key: string, policy: ThrottlePolicy): Promise<void> {
     const left = sql`greatest(t.failures - 1, 0)`
     await sql`
       update throttle as t set
         failures = ${left},
-        blocked_until = case when ${policy.delay === 'window'} and ${left} < ${policy.free} then null else t.blocked_until end
+        blocked_until = case when ${left} < ${policy.free} then null else t.blocked_until end
       where t.kind = ${kind} and t.key = ${key}`.execute(db)
+  },
+
+  /** Until when the key is delayed, without counting anything; null when it is not. */
+  async blockedUntil(db: Executor, kind: ThrottleKind, key: string, now: Date): Promise<Date | null> {
+    const row = await db
+      .selectFrom('throttle')
+      .select('blocked_until')
+      .where('kind', '=', kind)
+      .where('key', '=', key)
+      .where('blocked_until', '>', now)
+      .executeTakeFirst()
+    return row?.blocked_until ?? null
+  },
+
+  /** The failures counted for every key of `kind` that starts with `prefix` and a space, added up. */
+  async sumPrefixed(db: Executor, kind: ThrottleKind, prefix: string): Promise<number> {
+    const r = await sql<{ n: string | number | null }>`
+      select sum(failures) as n from throttle where kind = ${kind} and left(key, ${prefix.length + 1}) = ${`${prefix} `}`.execute(db)
+    return Number(r.rows[0]?.n ?? 0)
+  },
+
+  /** Forgets every key of `kind` that starts with `prefix` and a space; how many there were. */
+  async clearPrefixed(db: Executor, kind: ThrottleKind, prefix: string): Promise<number> {
+    const r = await sql`delete from throttle where kind = ${kind} and left(key, ${prefix.length + 1}) = ${`${prefix} `}`.execute(db)
+    return Number(r.numAffectedRows ?? 0n)
   },
 
   /** Forgets the key's failures and any delay in force. */

@@ -35,9 +35,9 @@ export class PasswordHasher {
     return this.tracing.span(`argon2.${operation}`, { 'tessera.hash_queue.wait_ms': waited }, work)
   }
 
-  /** A place in the queue, taken before the work that leads up to a check; 503 when it is full. */
-  enter(): HashSlot {
-    return this.queue.enter()
+  /** A place in the queue for a request from `address`, taken before the work that leads up to a check; 503 when it is full. */
+  enter(address: string): HashSlot {
+    return this.queue.enter(address)
   }
 
   hash(password: string): Promise<string> {

@@ -5,7 +5,7 @@ import { postFrom } from '../helpers/from.js'
 import { startTestServer } from '../helpers/server.js'
 import { eventually } from './support.js'
 
-const srv = await startTestServer(t, { LOGIN_FREE_FAILURES: '2', CLIENT_AUTH_FAILURES: '2' })
+const srv = await startTestServer(t, { LOGIN_FREE_FAILURES: '2', LOGIN_USER_ADDRESSES: '2', CLIENT_AUTH_FAILURES: '2' })
 const app = await srv.createClient({ grant_types: ['password', 'client_credentials'] })
 const userId = await srv.createUser('rosa', 'rosa password')
 const login = (address: string, username: string, password: string) =>

@@ -1,6 +1,7 @@
 // Failed client authentication, throttled per client id and per address (unknown client ids
 // included), at the token, introspection and revocation endpoints; a correct request for the
 // client from another address is never affected. And TRUST_PROXY: whose address is counted.
+import { sql } from 'kysely'
 import t from 'tap'
 import { clientAgent, postFrom } from '../helpers/from.js'
 import { assertOAuthError, startTestServer } from '../helpers/server.js'
@@ -71,4 +72,42 @@ t.test('a connection answered 429 is not read from again for a moment; other con
   t.ok(same.ms >= 900, `but only after the cool-down (${Math.round(same.ms)} ms)`)
   t.equal(other.r.status, 200)
   t.ok(other.ms < 900, `a request on another connection is not held (${Math.round(other.ms)} ms)`)
+})
+
+t.test('a burst of concurrent wrong secrets from one address checks no more than its budget', async (t) => {
+  // Issue 15 (6): each failure used to be counted after its check, so a burst was all checked
+  // before its counts landed. The throttle table is locked from a side transaction while the
+  // burst arrives (on PGlite that holds the one connection), so no count lands until it is let
+  // go: what is checked meanwhile is what was decided without the database.
+  const from = '127.2.5.2'
+  const failedOrThrottled = async () => {
+    const values = (await srv.tessera.metrics.securityEvents.get()).values
+    return values.filter((v) => v.labels['type'] === 'client.authentication_failed' || v.labels['type'] === 'client.throttled').reduce((n, v) => n + v.value, 0)
+  }
+  const before = await failedOrThrottled()
+  let release!: () => void
+  let locked!: () => void
+  const isLocked = new Promise<void>((resolve) => (locked = resolve))
+  const held = srv.tessera.db.transaction().execute(async (trx) => {
+    await sql`lock table throttle in exclusive mode`.execute(trx)
+    locked()
+    await new Promise<void>((resolve) => (release = resolve))
+  })
+  await isLocked
+  const burst = Promise.all(Array.from({ length: 119 }, (_, i) => postFrom(from, srv.url, '/token', cc, ['burst-client', `wrong secret ${i}`])))
+  // Until every request has been judged (what the old code did, counts or no counts), or 3 s.
+  const until = Date.now() + 3000
+  while (Date.now() < until && (await failedOrThrottled()) - before < 119) await new Promise((r) => setTimeout(r, 20))
+  release()
+  await held
+  const answers = await burst
+  await srv.tessera.audit.flush()
+  const failures = await srv.admin('GET', '/admin/audit?type=client.authentication_failed&client=burst-client&limit=1000')
+  t.equal(failures.status, 200)
+  const checked = failures.body.events.length
+  t.ok(checked >= 1 && checked <= 8, `${checked} of 119 checked (budget 8)`)
+  t.equal(answers.filter((r) => r.status === 401).length + answers.filter((r) => r.status === 429).length, 119, 'each 401 or 429')
+  t.ok(answers.filter((r) => r.status === 401).length <= checked, 'a 401 only for a checked secret')
+  const svc = await srv.createClient({ grant_types: ['client_credentials'] })
+  assertOAuthError(t, await postFrom(from, srv.url, '/token', cc, svc.auth), 429, 'slow_down')
 })

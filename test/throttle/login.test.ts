@@ -9,7 +9,7 @@ import { TestClock, assertOAuthError, startTestServer, type HttpResult } from '.
 const clock = new TestClock()
 const srv = await startTestServer(
   t,
-  { LOGIN_FREE_FAILURES: '3', LOGIN_MAX_DELAY: '60', LOGIN_ADDRESS_FAILURES: '10', HASH_QUEUE: '100' },
+  { LOGIN_FREE_FAILURES: '3', LOGIN_MAX_DELAY: '60', LOGIN_ADDRESS_FAILURES: '10', LOGIN_USER_ADDRESSES: '3', HASH_QUEUE: '100' },
   { clock },
 )
 const app = await srv.createClient({ grant_types: ['password'] })
@@ -33,14 +33,14 @@ function assertThrottled(t: Test, r: HttpResult) {
   t.ok(Number(r.headers.get('retry-after')) >= 1, 'Retry-After')
 }
 
-t.test('after the free failures a username waits a doubling delay; success clears it', async (t) => {
+t.test('after the free failures a username waits a doubling delay from that address; success clears it', async (t) => {
   await srv.createUser('grace', 'grace password')
   const from = freshAddress()
   for (let i = 0; i < 2; i++) t.equal((await login(from, 'grace', 'guess')).body.error, 'invalid_grant')
   t.equal((await login(from, 'grace', 'grace password')).status, 200, 'failures within the budget do not block')
 
   for (let i = 0; i < 3; i++) t.equal((await login(from, 'Grace', 'guess')).body.error, 'invalid_grant', 'checked')
-  const blocked = await login(freshAddress(), 'grace', 'grace password')
+  const blocked = await login(from, 'grace', 'grace password')
   assertThrottled(t, blocked)
   t.equal(blocked.headers.get('retry-after'), '1', 'the first delay is one second')
 
@@ -49,7 +49,7 @@ t.test('after the free failures a username waits a doubling delay; success clear
   t.equal((await login(from, 'grace', 'grace password')).status, 200, 'and the success cleared the count')
 })
 
-t.test('the delay doubles and is capped at LOGIN_MAX_DELAY', async (t) => {
+t.test('across addresses, the delay doubles and is capped at LOGIN_MAX_DELAY', async (t) => {
   await srv.createUser('hank', 'hank password')
   for (let i = 0; i < 3 + 8; i++) {
     await login(freshAddress(), 'hank', 'guess')

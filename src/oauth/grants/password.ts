@@ -1,6 +1,7 @@
 import { OAuthError, invalidGrant, slowDown } from '../../errors.js'
 import { userAudiences } from '../audience.js'
 import { allowedForUser, grantScopes, parseScope } from '../scope.js'
+import { isRefusal } from '../../throttle/login.js'
 import type { GrantHandler } from './grant.js'
 
 /** RFC 6749 §4.3: Resource Owner Password Credentials. */
@@ -14,20 +15,21 @@ export const passwordGrant: GrantHandler = {
     const audiences = userAudiences(params.all('resource'), client, services.issuer())
     // A place in the hashing queue first (503 at once when it is full, with nothing counted), then
     // the attempt is counted before the password is checked (src/throttle/login.ts).
-    const slot = services.hasher.enter()
+    const slot = services.hasher.enter(address)
     let check
+    let attempt
     try {
-      const refused = await services.loginThrottle.begin(username, address)
-      if (refused !== undefined) {
+      attempt = await services.loginThrottle.begin(username, address)
+      if (isRefusal(attempt)) {
         services.audit.record({
           type: 'login.throttled',
           address,
           clientId: client.clientId,
           username,
-          by: refused.reason,
-          blockedUntil: new Date(Date.now() + refused.retryAfter * 1000),
+          by: attempt.reason,
+          blockedUntil: new Date(Date.now() + attempt.retryAfter * 1000),
         })
-        throw slowDown(refused.retryAfter, `login throttled by ${refused.reason}`)
+        throw slowDown(attempt.retryAfter, `login throttled by ${attempt.reason}`)
       }
       check = await services.users.authenticate(username, password, slot)
     } finally {
@@ -52,7 +54,7 @@ export const passwordGrant: GrantHandler = {
       }
       throw err
     }
-    await services.loginThrottle.succeeded(username, address)
+    await services.loginThrottle.succeeded(attempt)
     services.audit.record({ type: 'login.succeeded', address, clientId: client.clientId, user: { id: user.id, username: user.username } })
     return response
   },
