@@ -17,6 +17,8 @@ export class HashQueue {
   private running = 0
   private readonly waiters: Array<() => void> = []
   private entered = 0
+  /** Admin calls waiting for a place (enterWaiting), woken one at a time as places free up. */
+  private readonly admissions: Array<() => void> = []
 
   constructor(
     readonly concurrency: number,
@@ -32,6 +34,7 @@ export class HashQueue {
       if (done) return
       done = true
       this.entered--
+      this.admissions.shift()?.()
     }
     return {
       run: async <T>(work: () => Promise<T>): Promise<T> => {
@@ -49,6 +52,32 @@ export class HashQueue {
         }
       },
       leave: release,
+    }
+  }
+
+  /**
+   * As enter, but when the queue is full waits up to `timeoutMs` for a place instead of refusing
+   * at once: for admin calls (an operator's script creating users), which must not fail because
+   * logins filled the queue. Logins keep enter's fast 503.
+   */
+  async enterWaiting(timeoutMs: number): Promise<HashSlot> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      if (this.entered < this.concurrency + this.waiting) return this.enter()
+      const remaining = deadline - Date.now()
+      if (remaining <= 0) throw temporarilyUnavailable('password hashing queue stayed full')
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+        const timer = setTimeout(() => {
+          const i = this.admissions.indexOf(wake)
+          if (i !== -1) this.admissions.splice(i, 1)
+          resolve()
+        }, remaining)
+        this.admissions.push(wake)
+      })
     }
   }
 
