@@ -580,7 +580,7 @@ export const importUsers = route('Users', 'importUsers', 'Import users, with the
     properties: { dry_run: { type: 'string', enum: ['true', 'false'], description: 'Validate every line, write nothing.' } },
   },
   response: {
-    200: { description: 'One result a line (application/x-ndjson), then the summary.', type: 'string' },
+    200: { description: 'One result a line (application/x-ndjson), then the summary.', headers: NO_STORE, type: 'string' },
     ...badRequest('not application/x-ndjson, or a bad dry_run.'),
     ...notAuthorized,
     503: unavailable,
