@@ -240,3 +240,22 @@ t.test('50,000 lines (100 MiB) stream through in flat memory', async (t) => {
   t.ok(grown < 40, `live memory grew by ${grown.toFixed(0)} MiB for 100 MiB streamed, in ${Date.now() - started} ms`)
   t.equal((await login(`bulk-${COUNT - 1}`, 'U*U')).status, 200)
 })
+
+t.test('admin calls that hash wait for a place in a full hash queue; logins still get 503 at once', async (t) => {
+  const tight = await startTestServer(t, { HASH_CONCURRENCY: '1', HASH_QUEUE: '1' })
+  const client = await tight.createClient({ grant_types: ['password'] })
+  await tight.createUser('olga', 'olga password 1')
+  await tight.adminToken()
+  // Both places taken from here: the queue is full until they are left.
+  const held = [tight.tessera.hasher.enter(), tight.tessera.hasher.enter()]
+  const queue = (tight.tessera.hasher as unknown as { queue: { admissions: unknown[] } }).queue
+  assertOAuthError(t, await tight.post('/token', { grant_type: 'password', username: 'olga', password: 'olga password 1' }, client.auth), 503, 'temporarily_unavailable')
+  let answered = false
+  const creating = tight.admin('POST', '/admin/users', { username: 'pavel', password: 'pavel password 1' }).finally(() => (answered = true))
+  while (queue.admissions.length < 1) await new Promise((resolve) => setTimeout(resolve, 5))
+  t.notOk(answered, 'the admin call waits instead of a 503')
+  held[0]!.leave()
+  t.equal((await creating).status, 201, 'and is answered once a place is free')
+  held[1]!.leave()
+  t.equal((await tight.post('/token', { grant_type: 'password', username: 'pavel', password: 'pavel password 1' }, client.auth)).status, 200)
+})
