@@ -3,11 +3,11 @@
 // pass through in bounded memory. Each line stands alone: a bad one is refused with its reason and
 // the rest go on.
 import { randomUUID } from 'node:crypto'
-import { StringDecoder } from 'node:string_decoder'
 import type { Kysely } from 'kysely'
 import type { Clock } from '../clock.js'
 import type { Database } from '../db/schema.js'
 import { OAuthError } from '../errors.js'
+import { decodeUtf8 } from '../input.js'
 import { HashFormatError, parseHash } from './hash-formats.js'
 import { checkNewPassword } from './password-policy.js'
 import { usernameKey } from './repository.js'
@@ -49,8 +49,14 @@ export async function* readLines(
     number++
     if (skipping) yield { number, tooLong: true }
     else {
-      const decoder = new StringDecoder('utf8')
-      const text = (decoder.write(Buffer.concat(parts, size)) + decoder.end()).replace(/\r$/, '')
+      const bytes = Buffer.concat(parts, size)
+      // Strictly UTF-8, as every JSON body is (src/http/parsers.ts): bytes that are not stay refused.
+      let text: string
+      try {
+        text = decodeUtf8(bytes, 'the line').replace(/\r$/, '')
+      } catch {
+        text = '\uFFFD'
+      }
       if (text.trim() !== '') yield { number, text }
     }
     parts = []
@@ -149,6 +155,7 @@ export async function* importUsers(
 }
 
 async function prepare(line: number, text: string, opts: ImportOptions): Promise<Ready> {
+  if (text === '\uFFFD') throw new OAuthError('invalid_request', 'the line is not valid UTF-8')
   let value: unknown
   try {
     value = JSON.parse(text)

@@ -14,7 +14,7 @@ const app = await srv.createClient({ grant_types: ['password'] })
 const login = (username: string, password: string) => srv.post('/token', { grant_type: 'password', username, password }, app.auth)
 
 async function importLines(
-  body: string | AsyncIterable<string>,
+  body: string | Buffer | AsyncIterable<string>,
   query = '',
   lastOnly = false,
 ): Promise<{ status: number; type: string | null; lines: any[]; count: number }> {
@@ -27,7 +27,7 @@ async function importLines(
       resolve,
     )
     req.on('error', reject)
-    Readable.from(typeof body === 'string' ? [body] : body).pipe(req)
+    Readable.from(typeof body === 'string' || Buffer.isBuffer(body) ? [body] : body).pipe(req)
   })
   // Read as it comes; with lastOnly, only the last line is kept (and the lines counted).
   let count = 0
@@ -165,6 +165,17 @@ t.test('bad lines are refused with their reason; the others go on', async (t) =>
   t.match(r.lines[4].error_description, /^password_hash: unknown hash format/)
   const names = (await srv.tessera.db.selectFrom('users').select('username').execute()).map((u) => u.username)
   for (const n of ['both', 'neither', 'unknown-format', 'too-costly', 'too-many-rounds', 'common', 'extra', 'long']) t.notOk(names.includes(n), n)
+})
+
+t.test('a line that is not UTF-8 is refused, and the next is imported', async (t) => {
+  const r = await importLines(
+    Buffer.concat([Buffer.from('{"username":"bad-\xff'), Buffer.from([0xff]), Buffer.from(`"}\n${JSON.stringify({ username: 'after-bad', password_hash: VECTORS[0]![2] })}\n`)]),
+  )
+  t.same(r.lines, [
+    { line: 1, result: 'refused', error: 'invalid_request', error_description: 'the line is not valid UTF-8' },
+    { line: 2, result: 'created', id: r.lines[1].id, username: 'after-bad' },
+    { summary: { created: 1, exists: 0, refused: 1, dry_run: false } },
+  ])
 })
 
 t.test('dry_run validates every line and writes nothing', async (t) => {
