@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { AUDIT_EVENT_TYPES, type AdminChange, type AuditEventType } from '../audit/events.js'
 import type { AuditCursor, AuditFilter } from '../audit/repository.js'
@@ -10,6 +11,7 @@ import { DPOP_ALGS } from '../oauth/dpop.js'
 import type { ClientAlg } from '../oauth/jws.js'
 import type { Tessera } from '../tessera.js'
 import { asUuid } from '../tokens/repository.js'
+import { importUsers, readLines, type ImportResult } from '../users/import.js'
 import type { User } from '../users/repository.js'
 import { dpopHeaders, metadata } from './public.js'
 import { readFirst } from './read-first.js'
@@ -312,6 +314,36 @@ export function adminRoutes(app: FastifyInstance, t: Tessera): void {
     const user = await t.users.create({ username: body.username, password: body.password, scopes: body.scopes ?? null })
     target(request, { user: user.id })
     return reply.code(201).send(userView(user))
+  })
+
+  // The import's body is a stream of lines, read by the route itself (src/users/import.ts): the
+  // parser hands it over unread, so no body limit applies and nothing is buffered whole.
+  app.addContentTypeParser('application/x-ndjson', (_request, payload, done) => done(null, payload))
+  app.post('/admin/users/import', { schema: schemas.importUsers }, async (request, reply) => {
+    if (!(request.body instanceof Readable)) throw invalidRequest('the body must be application/x-ndjson')
+    const dryRun = singleQueryValue(query(request), 'dry_run') === 'true'
+    const check = request.compileValidationSchema(schemas.userImportLine)
+    const validate = (value: unknown) => {
+      if (check(value)) return undefined
+      const e = check.errors?.[0]
+      return e === undefined ? 'invalid user' : `${e.instancePath.replace(/^\//, '') || 'line'} ${e.message ?? 'is invalid'}`
+    }
+    const results = importUsers(t.db, t.clock, readLines(request.body), { dryRun, validate, hash: (p) => t.hasher.hashWaiting(p) })
+    const counts = { created: 0, exists: 0, refused: 0 }
+    async function* answer() {
+      try {
+        for await (const r of results) {
+          counts[r.result === 'would_create' ? 'created' : r.result]++
+          yield `${JSON.stringify(r satisfies ImportResult)}\n`
+        }
+        yield `${JSON.stringify({ summary: { ...counts, dry_run: dryRun } })}\n`
+      } catch (err) {
+        // The status is sent: what went wrong (a database outage) ends the answer instead.
+        request.log.error({ err }, 'user import stopped')
+        yield `${JSON.stringify({ error: 'server_error', error_description: 'the import stopped; lines after the last result were not imported' })}\n`
+      }
+    }
+    return reply.type('application/x-ndjson').send(Readable.from(answer()))
   })
 
   // Paging is checked with ?username= too, where it is not used: the schema states one rule for it.

@@ -56,6 +56,8 @@ export class HashQueue {
   private readonly waiters: Entry[] = []
   private averageMs = FIRST_GUESS_MS
   private readonly used = new LRUCache<string, { score: number; at: number }>({ max: REMEMBERED })
+  /** Admin calls waiting for a place (enterWaiting), woken one at a time as places free up. */
+  private readonly admissions: Array<() => void> = []
 
   constructor(
     readonly concurrency: number,
@@ -141,6 +143,33 @@ export class HashQueue {
     if (entry.state === 'left' || !this.entries.delete(entry)) return
     if (entry.state !== 'running') entry.state = 'left'
     bump(this.held, entry.address, -1)
+    this.admissions.shift()?.()
+  }
+
+  /**
+   * As enter, but when the queue is full waits up to `timeoutMs` for a place instead of refusing
+   * at once: for admin calls (an operator's script creating users), which must not fail because
+   * logins filled the queue. Logins keep enter's fast 503.
+   */
+  async enterWaiting(timeoutMs: number, from = ''): Promise<HashSlot> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      if (this.entries.size < this.concurrency + this.waiting) return this.enter(from)
+      const remaining = deadline - Date.now()
+      if (remaining <= 0) throw temporarilyUnavailable('password hashing queue stayed full', this.expectedWait())
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+        const timer = setTimeout(() => {
+          const i = this.admissions.indexOf(wake)
+          if (i !== -1) this.admissions.splice(i, 1)
+          resolve()
+        }, remaining)
+        this.admissions.push(wake)
+      })
+    }
   }
 
   /** Seconds until the places taken now are expected to have been hashed (at least 1). */

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import argon2 from 'argon2'
 import { noTracing, type Tracing } from '../tracing.js'
+import { isCurrentHash, verifyHash } from './hash-formats.js'
 import type { HashQueue, HashSlot } from './hash-queue.js'
 
 /**
@@ -15,6 +16,9 @@ export const ARGON2_OPTIONS = {
   timeCost: 2,
   parallelism: 1,
 } as const
+
+/** How long an admin call waits for a place in a full hash queue before its 503. */
+export const ADMIN_HASH_WAIT_MS = 30_000
 
 let dummyHash: Promise<string> | undefined
 const dummy = () => (dummyHash ??= argon2.hash('tessera: no such user', ARGON2_OPTIONS))
@@ -40,6 +44,16 @@ export class PasswordHasher {
     return this.queue.enter(address)
   }
 
+  /**
+   * For admin calls: hashes once a place is free, waiting for one up to ADMIN_HASH_WAIT_MS when
+   * logins fill the queue (then 503), instead of hash's immediate 503.
+   */
+  async hashWaiting(password: string): Promise<string> {
+    const queuedAt = performance.now()
+    const slot = await this.queue.enterWaiting(ADMIN_HASH_WAIT_MS)
+    return slot.run(() => this.traced('hash', queuedAt, () => argon2.hash(password, ARGON2_OPTIONS)))
+  }
+
   hash(password: string): Promise<string> {
     const queuedAt = performance.now()
     return this.queue.enter().run(() => this.traced('hash', queuedAt, () => argon2.hash(password, ARGON2_OPTIONS)))
@@ -51,10 +65,23 @@ export class PasswordHasher {
    * take about the same time.
    */
   async verify(slot: HashSlot, storedHash: string | undefined, password: string): Promise<boolean> {
+    return (await this.verifyAndUpgrade(slot, storedHash, password)).ok
+  }
+
+  /**
+   * As verify, and when the password is right but the stored hash is not the server's own
+   * (imported, or argon2id with other parameters), its replacement, hashed in the same place in
+   * the queue: a login that upgrades a hash takes no second turn.
+   */
+  async verifyAndUpgrade(slot: HashSlot, storedHash: string | undefined, password: string): Promise<{ ok: boolean; upgrade?: string }> {
     const hash = storedHash ?? (await dummy())
     const queuedAt = performance.now()
-    const ok = await slot.run(() => this.traced('verify', queuedAt, () => argon2.verify(hash, password).catch(() => false)))
-    return ok && storedHash !== undefined
+    return slot.run(async () => {
+      const ok = await this.traced('verify', queuedAt, () => verifyHash(hash, password).catch(() => false))
+      if (!ok || storedHash === undefined) return { ok: false }
+      if (isCurrentHash(storedHash)) return { ok }
+      return { ok, upgrade: await this.traced('hash', queuedAt, () => argon2.hash(password, ARGON2_OPTIONS)) }
+    })
   }
 
   /** Hashes running and waiting. */

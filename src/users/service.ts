@@ -55,11 +55,25 @@ export class UserService {
    */
   async authenticate(username: string, password: string, slot: HashSlot): Promise<LoginCheck> {
     const user = await userRepository.findByUsername(this.db, username)
-    const ok = await this.hasher.verify(slot, user?.passwordHash, password)
+    const { ok, upgrade } = await this.hasher.verifyAndUpgrade(slot, user?.passwordHash, password)
     if (user === undefined) return { failure: 'unknown_user' }
     if (!ok) return { failure: 'invalid_password', user }
     if (user.disabled) return { failure: 'user_disabled', user }
+    if (upgrade !== undefined) await this.upgradeHash(user, upgrade)
     return { user }
+  }
+
+  /**
+   * Replaces an imported (or outdated) hash with the server's own, only if it is still the one the
+   * password was checked against: one statement, so a password set meanwhile is never undone.
+   */
+  private async upgradeHash(user: User, passwordHash: string): Promise<void> {
+    await this.db
+      .updateTable('users')
+      .set({ password_hash: passwordHash })
+      .where('id', '=', user.id)
+      .where('password_hash', '=', user.passwordHash)
+      .execute()
   }
 
   /**
@@ -69,7 +83,7 @@ export class UserService {
   async create(input: { username: string; password: string; scopes: string[] | null }): Promise<User> {
     checkNewPassword(input.username, input.password)
     // Hashed before any database work: argon2 is slow, and no transaction is held across it.
-    const passwordHash = await this.hasher.hash(input.password)
+    const passwordHash = await this.hasher.hashWaiting(input.password)
     const user = await userRepository.insert(
       this.db,
       { id: randomUUID(), username: input.username, passwordHash, scopes: input.scopes },
@@ -103,7 +117,7 @@ export class UserService {
     const user = uuid === null ? undefined : await userRepository.find(this.db, uuid)
     if (uuid === null || user === undefined) return false
     checkNewPassword(user.username, password)
-    const passwordHash = await this.hasher.hash(password)
+    const passwordHash = await this.hasher.hashWaiting(password)
     return this.changes.write(async (trx, change) => {
       const updated = (await userRepository.update(trx, uuid, { passwordHash }, this.clock.now())) !== undefined
       if (updated) change({ kind: 'user', subject: uuid })

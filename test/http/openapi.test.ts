@@ -84,6 +84,7 @@ const ROUTES: Record<string, number[]> = {
   'post /admin/clients/{client_id}/secret': [200, 400, 401, 403, 404, 503],
   'post /admin/clients/{client_id}/revoke-tokens': [204, 400, 401, 403, 404, 503],
   'post /admin/users': [201, 400, 401, 403, 409, 503],
+  'post /admin/users/import': [200, 400, 401, 403, 503],
   'get /admin/users': [200, 400, 401, 403, 503],
   'get /admin/users/{id}': [200, 400, 401, 403, 404, 503],
   'patch /admin/users/{id}': [200, 400, 401, 403, 404, 503],

@@ -138,6 +138,29 @@ export const userCreation = {
   examples: [{ username: 'ada', password: 'analytical engine 1843', scopes: null }],
 } as const
 
+/** One line of POST /admin/users/import: a user as POST /admin/users takes one, or with a hash. */
+export const userImportLine = {
+  $id: 'UserImportLine',
+  type: 'object',
+  additionalProperties: false,
+  required: ['username'],
+  properties: {
+    username: userCreation.properties.username,
+    id: { type: 'string', format: 'uuid', description: 'Kept, when given (tokens name users by id); else a new one.' },
+    scopes: userScopes,
+    disabled: { type: 'boolean', description: 'Default false.' },
+    password: { ...password, description: 'Either this (hashed here, under the policy of POST /admin/users) or password_hash.' },
+    password_hash: {
+      type: 'string',
+      maxLength: 1024,
+      description:
+        'The hash the old system stored: bcrypt ($2a$, $2b$, $2y$, cost ≤ 12), argon2id or argon2i (PHC), scrypt (PHC, $scrypt$ln=,r=,p=$salt$hash), ' +
+        'PBKDF2-SHA1/256/512 (passlib’s $pbkdf2-sha256$rounds$salt$hash, or Django’s pbkdf2_sha256$rounds$salt$hash). Costs above the ' +
+        'import limits are refused. Replaced by the server’s own argon2id at the first successful login.',
+    },
+  },
+} as const
+
 export const userChange = {
   $id: 'UserChange',
   type: 'object',
@@ -368,6 +391,7 @@ export const ADMIN_SCHEMAS: readonly Schema[] = [
   clientCreation,
   clientChange,
   userCreation,
+  userImportLine,
   userChange,
   passwordChange,
   secretRotation,
@@ -560,6 +584,25 @@ export const setUserPassword = route('Users', 'setUserPassword', 'Set a user’s
     ...badRequest(`${BODY} Or a password the policy refuses.`),
     ...notAuthorized,
     ...notFound('user'),
+    503: unavailable,
+  },
+})
+
+export const importUsers = route('Users', 'importUsers', 'Import users, with their passwords or existing hashes', {
+  description:
+    'The body is newline-delimited JSON (Content-Type: application/x-ndjson), one UserImportLine a line, read as it arrives. ' +
+    'The answer, streamed as the lines are processed, is one JSON object a line: {"line":n,"result":"created","id","username"}, ' +
+    '{"line":n,"result":"exists","username"} (a user with this username or id is there: left as it is), or ' +
+    '{"line":n,"result":"refused","error","error_description"}; with ?dry_run=true, "would_create" instead of "created" and nothing written. ' +
+    'A bad line never stops the others. The last line is {"summary":{"created","exists","refused"}}.',
+  querystring: {
+    type: 'object',
+    properties: { dry_run: { type: 'string', enum: ['true', 'false'], description: 'Validate every line, write nothing.' } },
+  },
+  response: {
+    200: { description: 'One result a line (application/x-ndjson), then the summary.', headers: NO_STORE, type: 'string' },
+    ...badRequest('not application/x-ndjson, or a bad dry_run.'),
+    ...notAuthorized,
     503: unavailable,
   },
 })
