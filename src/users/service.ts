@@ -59,7 +59,9 @@ export class UserService {
     if (user === undefined) return { failure: 'unknown_user' }
     if (!ok) return { failure: 'invalid_password', user }
     if (user.disabled) return { failure: 'user_disabled', user }
-    if (upgrade !== undefined) await this.upgradeHash(user, upgrade)
+    // The grant re-checks the hash it was verified against (TokenService.startGrant): after an
+    // upgrade that is the new one, unless a password set meanwhile kept the upgrade out.
+    if (upgrade !== undefined && (await this.upgradeHash(user, upgrade))) return { user: { ...user, passwordHash: upgrade } }
     return { user }
   }
 
@@ -67,13 +69,14 @@ export class UserService {
    * Replaces an imported (or outdated) hash with the server's own, only if it is still the one the
    * password was checked against: one statement, so a password set meanwhile is never undone.
    */
-  private async upgradeHash(user: User, passwordHash: string): Promise<void> {
-    await this.db
+  private async upgradeHash(user: User, passwordHash: string): Promise<boolean> {
+    const result = await this.db
       .updateTable('users')
       .set({ password_hash: passwordHash })
       .where('id', '=', user.id)
       .where('password_hash', '=', user.passwordHash)
-      .execute()
+      .executeTakeFirst()
+    return result.numUpdatedRows > 0n
   }
 
   /**
