@@ -13,7 +13,7 @@ import { DocumentedAnswers, servedDocument } from '../helpers/openapi.js'
 import { keyPair, proof } from '../helpers/jwt-clients.js'
 import { assertOAuthError, decodeJwt, startTestServer, toResult, type HttpResult } from '../helpers/server.js'
 
-const srv = await startTestServer(t, { CLIENT_AUTH_FAILURES: '2', LOGIN_FREE_FAILURES: '1' })
+const srv = await startTestServer(t, { CLIENT_AUTH_FAILURES: '2', LOGIN_FREE_FAILURES: '1', LOGIN_USER_ADDRESSES: '1' })
 const doc = new DocumentedAnswers(await servedDocument(srv))
 const check = (t: Test, method: string, path: string, r: HttpResult) => doc.check(t, method, path, r)
 const plain = (value: unknown) => JSON.parse(JSON.stringify(value))
@@ -243,7 +243,8 @@ t.test('admin users: views, lockout, conflicts', async (t) => {
   assertOAuthError(t, weak, 400, 'invalid_request')
   check(t, 'POST', `${path}/password`, weak)
 
-  // LOGIN_FREE_FAILURES is 1 here: two failures and logins for the name wait.
+  // LOGIN_FREE_FAILURES and LOGIN_USER_ADDRESSES are 1 here: two failures from one network and
+  // logins for the name wait, from every network (what the lockout view calls locked).
   for (let i = 0; i < 2; i++) await srv.post('/token', { grant_type: 'password', username: 'olga', password: 'wrong' }, app.auth)
   const locked = await srv.admin('GET', `/admin/users/${userId}/lockout`)
   check(t, 'GET', `${path}/lockout`, locked)
