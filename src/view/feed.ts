@@ -76,6 +76,9 @@ export class ChangeFeed implements ChangeWriter {
   private reaping: Promise<void> | undefined
   /** Other instances' rows: the row version last seen, and when (performance.now()) it was first seen. */
   private readonly watched = new Map<string, { version: string; since: number }>()
+  /** Writers waiting for acknowledgements (awaitApplied), and the one poll that answers them. */
+  private waiters: { seq: number; deadline: number; resolve: () => void }[] = []
+  private waiting: Promise<void> | undefined
 
   constructor(
     private readonly database: Pick<DatabaseHandle, 'openFeedConnection'>,
@@ -181,22 +184,47 @@ export class ChangeFeed implements ChangeWriter {
    * a forward step of it would make live leases look expired. A row counts until an instance that
    * watched it go unrenewed for a lease length, by its own monotonic clock, has deleted it (reap).
    */
-  async awaitApplied(seq: number): Promise<void> {
-    const deadline = performance.now() + LEASE_MS + CLOCK_MARGIN_MS
+  awaitApplied(seq: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.waiters.push({ seq, deadline: performance.now() + LEASE_MS + CLOCK_MARGIN_MS, resolve })
+      this.waiting ??= this.watchAcknowledgements().finally(() => (this.waiting = undefined))
+    })
+  }
+
+  /**
+   * One poll for all the writers waiting, however many: the lowest acknowledgement answers each.
+   * Instances acknowledge as soon as they have applied a change (notified, then renew), so the
+   * poll is fast, 1 ms doubling to 4 ms, and only while someone waits.
+   */
+  private async watchAcknowledgements(): Promise<void> {
     let pause = 1
-    for (;;) {
+    while (this.waiters.length > 0) {
+      // Only a read that began after a writer's commit may answer it (as the renewal argument
+      // in docs/freshness.md needs): writers that came in during the read wait for the next.
+      const asked = new Set(this.waiters)
+      let lowest: number | undefined
       try {
-        const r = await sql<{ waiting: number }>`
-          select count(*)::int as waiting from instances where acked_seq < ${seq}`.execute(this.db)
-        if (r.rows[0]!.waiting === 0) return
+        const r = await sql<{ lowest: number | null; rows: number }>`
+          select min(acked_seq)::float8 as lowest, count(*)::int as rows from instances`.execute(this.db)
+        lowest = r.rows[0]!.rows === 0 ? Infinity : r.rows[0]!.lowest!
       } catch (err) {
-        // The change is committed; without the database the wait is simply the full bound.
+        // The changes are committed; without the database each wait is simply the full bound.
         this.log.debug({ err: message(err) }, 'waiting for acknowledgements without the database')
       }
-      const left = deadline - performance.now()
-      if (left <= 0) return
-      await sleep(Math.min(pause, left))
-      pause = Math.min(pause * 2, 20)
+      const now = performance.now()
+      const still: typeof this.waiters = []
+      let progress = false
+      for (const w of this.waiters) {
+        if ((lowest !== undefined && asked.has(w) && w.seq <= lowest) || w.deadline <= now) {
+          progress = true
+          w.resolve()
+        } else still.push(w)
+      }
+      this.waiters = still
+      if (still.length === 0) return
+      pause = progress ? 1 : Math.min(pause * 2, 4)
+      const left = Math.min(...still.map((w) => w.deadline)) - performance.now()
+      await sleep(Math.max(0, Math.min(pause, left)))
     }
   }
 
