@@ -65,6 +65,8 @@ export class ChangeFeed implements ChangeWriter {
   private renewTimer: NodeJS.Timeout | undefined
   private renewing: Promise<void> | undefined
   private renewAgain = false
+  private acknowledging: Promise<void> | undefined
+  private acknowledgeAgain = false
   private stopped = false
   private connecting: Promise<void> | undefined
   private lastHead = 0
@@ -345,7 +347,7 @@ export class ChangeFeed implements ChangeWriter {
     this.lastHead = Math.max(this.lastHead, change.seq)
     const c = change
     void this.enqueue(() => this.applyInOrder(c)).then(
-      () => this.renew(),
+      () => this.acknowledge(),
       (err: unknown) => this.failed(err),
     )
   }
@@ -442,6 +444,38 @@ export class ChangeFeed implements ChangeWriter {
 
   // --- the lease ---
 
+  /**
+   * Tells writers what this instance has applied, at once; calls made meanwhile coalesce. Unlike a
+   * renewal it extends no lease, so it needs no lock on the head and does not queue behind
+   * writers: `acked_seq` only ever says what is true of this instance's memory. Committed without
+   * waiting for the WAL flush, for the same reason as the renewal.
+   */
+  private acknowledge(): void {
+    if (this.acknowledging !== undefined) {
+      this.acknowledgeAgain = true
+      return
+    }
+    if (this.connection === undefined || this.stopped) return
+    const applied = this.applied
+    this.acknowledging = sql`
+      with quick as (select set_config('synchronous_commit', 'off', true))
+      update instances set acked_seq = greatest(acked_seq, ${applied})
+      from quick where id = ${this.instanceId}::uuid`
+      .execute(this.db)
+      .then(
+        () => undefined,
+        // The next renewal acknowledges it as well.
+        (err: unknown) => this.log.debug({ err: message(err) }, 'could not acknowledge'),
+      )
+      .finally(() => {
+        this.acknowledging = undefined
+        if (this.acknowledgeAgain) {
+          this.acknowledgeAgain = false
+          this.acknowledge()
+        }
+      })
+  }
+
   /** Renews the lease and acknowledges what has been applied; calls made meanwhile coalesce. */
   private renew(): void {
     if (this.renewing !== undefined) {
@@ -473,15 +507,21 @@ export class ChangeFeed implements ChangeWriter {
     // lock, which a writer's update of it waits for: either this renewal commits first, and the
     // writer's count (taken after its commit) sees the lease, or the writer commits first and
     // this reads its sequence number, not the one of a snapshot taken before the commit.
+    //
+    // Committed without waiting for the WAL flush: the share lock is held until the commit, and
+    // writers queue behind it, so a flush here would be paid by every writer. Nothing is lost by
+    // it: what the row says (this instance applied `applied`) is true of its memory, and a crash
+    // that loses the row also ends this session, and with it the lease (lost()).
     const r = await sql<{ head: number }>`
-      with h as (select seq from change_head for share)
+      with h as (select seq from change_head for share),
+      quick as (select set_config('synchronous_commit', 'off', true))
       insert into instances as i (id, host, pid, lease_expires_at, acked_seq)
       select ${this.instanceId}::uuid, ${hostname()}, ${process.pid},
         case when ${applied} >= h.seq then now() + make_interval(secs => ${leaseSeconds}) else now() end,
         ${applied}
-      from h
+      from h, quick
       on conflict (id) do update set
-        acked_seq = excluded.acked_seq,
+        acked_seq = greatest(i.acked_seq, excluded.acked_seq),
         renewed_at = now(),
         lease_expires_at = greatest(i.lease_expires_at, excluded.lease_expires_at)
       returning (select seq::float8 from h) as head`.execute(connection.db)
