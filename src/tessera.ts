@@ -88,7 +88,7 @@ export function createTessera(opts: {
   })
   // The feed needs the key manager (to reload keys) and the key manager writes through the feed.
   let feed: ChangeFeed | undefined
-  const changes: ChangeWriter = { write: (work) => feed!.write(work), fence: () => feed!.fence() }
+  const changes: ChangeWriter = { write: (work) => feed!.write(work), fence: () => feed!.fence(), awaitApplied: (seq) => feed!.awaitApplied(seq) }
   const clients = new ClientService(db, clock, view, changes, { allowInsecureJwksUri: config.allowInsecureJwksUri })
   if (config.allowInsecureJwksUri) {
     log.warn(

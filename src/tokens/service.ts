@@ -10,6 +10,7 @@ import type { User } from '../users/repository.js'
 import type { Change, ChangeWriter } from '../view/changes.js'
 import type { AccessTokens } from './access-tokens.js'
 import { tokenRepository, type Grant } from './repository.js'
+import { RevocationBatcher } from './revocation-batch.js'
 
 /** RFC 6749 §5.1 */
 export interface TokenResponse {
@@ -35,6 +36,8 @@ export interface LiveRefreshToken {
 }
 
 export class TokenService {
+  private readonly revocations: RevocationBatcher
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
@@ -44,7 +47,9 @@ export class TokenService {
     private readonly audit: AuditRecorder,
     /** Told of every access token issued, once signed: what the metrics count. */
     private readonly issued: (client: Client, grantType: GrantType) => void = () => undefined,
-  ) {}
+  ) {
+    this.revocations = new RevocationBatcher(db, clock, changes)
+  }
 
   private accessTtl(client: Client): number {
     return client.accessTokenTtl ?? this.defaults.accessTokenTtl
@@ -144,27 +149,20 @@ export class TokenService {
     return (await tokenRepository.findRefreshToken(this.db, sha256(token)))?.grant
   }
 
-  /** Deny-lists an access token until it expires, on every instance. False if it already was. */
-  async denyAccessToken(jti: string, expiresAt: Date): Promise<boolean> {
-    const denied = await this.changes.write(async (trx, change) => {
-      const denied = await tokenRepository.denyAccessToken(trx, jti, expiresAt)
-      if (denied) change({ kind: 'access_token', subject: jti, until: expiresAt })
-      return denied
-    })
-    // Denied already: by a revocation whose change may not have reached every instance yet.
-    if (!denied) await this.changes.fence()
-    return denied
+  /**
+   * Deny-lists an access token until it expires, on every instance. False if it already was; that
+   * caller waits for the instances too (src/tokens/revocation-batch.ts).
+   */
+  denyAccessToken(jti: string, expiresAt: Date): Promise<boolean> {
+    return this.revocations.revoke({ kind: 'access_token', jti, until: expiresAt })
   }
 
   /**
    * Revokes a grant (a refresh-token family with its access tokens) on every instance. False if it
-   * was revoked already (or is gone).
+   * was revoked already (or is gone); that caller waits for the instances too.
    */
-  async revokeGrant(grantId: string): Promise<boolean> {
-    const revoked = await this.changes.write(async (trx, change) => revokeGrantIn(trx, grantId, this.clock.now(), change))
-    // Revoked already: by a revocation whose change may not have reached every instance yet.
-    if (!revoked) await this.changes.fence()
-    return revoked
+  revokeGrant(grantId: string): Promise<boolean> {
+    return this.revocations.revoke({ kind: 'grant', grantId })
   }
 
   /**

@@ -65,6 +65,8 @@ export class ChangeFeed implements ChangeWriter {
   private renewTimer: NodeJS.Timeout | undefined
   private renewing: Promise<void> | undefined
   private renewAgain = false
+  private acknowledging: Promise<void> | undefined
+  private acknowledgeAgain = false
   private stopped = false
   private connecting: Promise<void> | undefined
   private lastHead = 0
@@ -76,6 +78,9 @@ export class ChangeFeed implements ChangeWriter {
   private reaping: Promise<void> | undefined
   /** Other instances' rows: the row version last seen, and when (performance.now()) it was first seen. */
   private readonly watched = new Map<string, { version: string; since: number }>()
+  /** Writers waiting for acknowledgements (awaitApplied), and the one poll that answers them. */
+  private waiters: { seq: number; deadline: number; resolve: () => void }[] = []
+  private waiting: Promise<void> | undefined
 
   constructor(
     private readonly database: Pick<DatabaseHandle, 'openFeedConnection'>,
@@ -181,22 +186,47 @@ export class ChangeFeed implements ChangeWriter {
    * a forward step of it would make live leases look expired. A row counts until an instance that
    * watched it go unrenewed for a lease length, by its own monotonic clock, has deleted it (reap).
    */
-  async awaitApplied(seq: number): Promise<void> {
-    const deadline = performance.now() + LEASE_MS + CLOCK_MARGIN_MS
+  awaitApplied(seq: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.waiters.push({ seq, deadline: performance.now() + LEASE_MS + CLOCK_MARGIN_MS, resolve })
+      this.waiting ??= this.watchAcknowledgements().finally(() => (this.waiting = undefined))
+    })
+  }
+
+  /**
+   * One poll for all the writers waiting, however many: the lowest acknowledgement answers each.
+   * Instances acknowledge as soon as they have applied a change (notified, then renew), so the
+   * poll is fast, 1 ms doubling to 4 ms, and only while someone waits.
+   */
+  private async watchAcknowledgements(): Promise<void> {
     let pause = 1
-    for (;;) {
+    while (this.waiters.length > 0) {
+      // Only a read that began after a writer's commit may answer it (as the renewal argument
+      // in docs/freshness.md needs): writers that came in during the read wait for the next.
+      const asked = new Set(this.waiters)
+      let lowest: number | undefined
       try {
-        const r = await sql<{ waiting: number }>`
-          select count(*)::int as waiting from instances where acked_seq < ${seq}`.execute(this.db)
-        if (r.rows[0]!.waiting === 0) return
+        const r = await sql<{ lowest: number | null; rows: number }>`
+          select min(acked_seq)::float8 as lowest, count(*)::int as rows from instances`.execute(this.db)
+        lowest = r.rows[0]!.rows === 0 ? Infinity : r.rows[0]!.lowest!
       } catch (err) {
-        // The change is committed; without the database the wait is simply the full bound.
+        // The changes are committed; without the database each wait is simply the full bound.
         this.log.debug({ err: message(err) }, 'waiting for acknowledgements without the database')
       }
-      const left = deadline - performance.now()
-      if (left <= 0) return
-      await sleep(Math.min(pause, left))
-      pause = Math.min(pause * 2, 20)
+      const now = performance.now()
+      const still: typeof this.waiters = []
+      let progress = false
+      for (const w of this.waiters) {
+        if ((lowest !== undefined && asked.has(w) && w.seq <= lowest) || w.deadline <= now) {
+          progress = true
+          w.resolve()
+        } else still.push(w)
+      }
+      this.waiters = still
+      if (still.length === 0) return
+      pause = progress ? 1 : Math.min(pause * 2, 4)
+      const left = Math.min(...still.map((w) => w.deadline)) - performance.now()
+      await sleep(Math.max(0, Math.min(pause, left)))
     }
   }
 
@@ -317,7 +347,7 @@ export class ChangeFeed implements ChangeWriter {
     this.lastHead = Math.max(this.lastHead, change.seq)
     const c = change
     void this.enqueue(() => this.applyInOrder(c)).then(
-      () => this.renew(),
+      () => this.acknowledge(),
       (err: unknown) => this.failed(err),
     )
   }
@@ -414,6 +444,38 @@ export class ChangeFeed implements ChangeWriter {
 
   // --- the lease ---
 
+  /**
+   * Tells writers what this instance has applied, at once; calls made meanwhile coalesce. Unlike a
+   * renewal it extends no lease, so it needs no lock on the head and does not queue behind
+   * writers: `acked_seq` only ever says what is true of this instance's memory. Committed without
+   * waiting for the WAL flush, for the same reason as the renewal.
+   */
+  private acknowledge(): void {
+    if (this.acknowledging !== undefined) {
+      this.acknowledgeAgain = true
+      return
+    }
+    if (this.connection === undefined || this.stopped) return
+    const applied = this.applied
+    this.acknowledging = sql`
+      with quick as (select set_config('synchronous_commit', 'off', true))
+      update instances set acked_seq = greatest(acked_seq, ${applied})
+      from quick where id = ${this.instanceId}::uuid`
+      .execute(this.db)
+      .then(
+        () => undefined,
+        // The next renewal acknowledges it as well.
+        (err: unknown) => this.log.debug({ err: message(err) }, 'could not acknowledge'),
+      )
+      .finally(() => {
+        this.acknowledging = undefined
+        if (this.acknowledgeAgain) {
+          this.acknowledgeAgain = false
+          this.acknowledge()
+        }
+      })
+  }
+
   /** Renews the lease and acknowledges what has been applied; calls made meanwhile coalesce. */
   private renew(): void {
     if (this.renewing !== undefined) {
@@ -445,15 +507,21 @@ export class ChangeFeed implements ChangeWriter {
     // lock, which a writer's update of it waits for: either this renewal commits first, and the
     // writer's count (taken after its commit) sees the lease, or the writer commits first and
     // this reads its sequence number, not the one of a snapshot taken before the commit.
+    //
+    // Committed without waiting for the WAL flush: the share lock is held until the commit, and
+    // writers queue behind it, so a flush here would be paid by every writer. Nothing is lost by
+    // it: what the row says (this instance applied `applied`) is true of its memory, and a crash
+    // that loses the row also ends this session, and with it the lease (lost()).
     const r = await sql<{ head: number }>`
-      with h as (select seq from change_head for share)
+      with h as (select seq from change_head for share),
+      quick as (select set_config('synchronous_commit', 'off', true))
       insert into instances as i (id, host, pid, lease_expires_at, acked_seq)
       select ${this.instanceId}::uuid, ${hostname()}, ${process.pid},
         case when ${applied} >= h.seq then now() + make_interval(secs => ${leaseSeconds}) else now() end,
         ${applied}
-      from h
+      from h, quick
       on conflict (id) do update set
-        acked_seq = excluded.acked_seq,
+        acked_seq = greatest(i.acked_seq, excluded.acked_seq),
         renewed_at = now(),
         lease_expires_at = greatest(i.lease_expires_at, excluded.lease_expires_at)
       returning (select seq::float8 from h) as head`.execute(connection.db)
