@@ -23,6 +23,12 @@ export class TcpProxy {
     return proxy
   }
 
+  /** A proxy in front of the Postgres server a postgres:// URL names. */
+  static forDatabase(databaseUrl: string): Promise<TcpProxy> {
+    const url = new URL(databaseUrl)
+    return TcpProxy.start({ host: url.hostname, port: Number(url.port || 5432) })
+  }
+
   /** Points a postgres:// URL at this proxy. */
   url(databaseUrl: string): string {
     const url = new URL(databaseUrl)
