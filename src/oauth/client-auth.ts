@@ -94,8 +94,12 @@ export async function authenticateClient(
  * The throttle's leave to check credentials from `address`, taken before anything about them is
  * looked at (src/throttle/client-auth.ts); 429 for an address that is refused.
  */
-export async function admitCheck(deps: ClientAuthDeps, address: string): Promise<ClientCheck> {
-  const admitted = await deps.clientThrottle.admit(address)
+export function admitCheck(deps: ClientAuthDeps, address: string): ClientCheck | Promise<ClientCheck> {
+  const admitted = deps.clientThrottle.admit(address)
+  return admitted instanceof Promise ? admitted.then((a) => admittedOrRefused(deps, address, a)) : admittedOrRefused(deps, address, admitted)
+}
+
+function admittedOrRefused(deps: ClientAuthDeps, address: string, admitted: ClientCheck | number): ClientCheck {
   if (typeof admitted !== 'number') return admitted
   deps.audit.record({ type: 'client.throttled', address, clientId: null, by: 'address', retryAfter: admitted })
   throw slowDown(admitted, 'address delayed after failed client authentications')

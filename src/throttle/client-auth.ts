@@ -34,7 +34,9 @@ interface NetworkState {
   /** Until then the network is refused outright (ms since the epoch). */
   blockedUntil: number
   /** Checks let through without the database and not yet settled; a failure settles once counted. */
-  unsettled: Set<Promise<void>>
+  unsettled: number
+  /** Woken each time one of them settles. */
+  onSettle: Array<() => void>
 }
 
 // Checks let through at once from one network without asking the database, while this instance
@@ -73,25 +75,41 @@ export class ClientAuthThrottle {
     private readonly settings: ClientAuthThrottleSettings,
   ) {}
 
-  /** Lets a check from `address` go ahead, or says how many seconds the network must wait. */
-  async admit(address: string): Promise<ClientCheck | number> {
+  /**
+   * Lets a check from `address` go ahead, or says how many seconds the network must wait. The
+   * common case (a network with no failures and room in flight) is decided synchronously, with
+   * no promise, since every request that authenticates a client passes here.
+   */
+  admit(address: string): ClientCheck | number | Promise<ClientCheck | number> {
     const network = addressKey(address, this.settings.ipv6Prefix)
+    return this.admitNow(network) ?? this.admitLater(network)
+  }
+
+  /** The decision that needs no waiting, if there is one. */
+  private admitNow(network: string): ClientCheck | number | undefined {
+    const now = this.clock.now().getTime()
+    let state = this.networks.get(network)
+    if (state !== undefined && state.blockedUntil > now) return secondsUntil(new Date(state.blockedUntil), new Date(now))
+    if (state !== undefined && state.countedUntil > now) return undefined
+    if (state === undefined) {
+      state = { countedUntil: 0, blockedUntil: 0, unsettled: 0, onSettle: [] }
+      this.networks.set(network, state)
+    }
+    return state.unsettled < FAST_IN_FLIGHT ? this.uncounted(network, state) : undefined
+  }
+
+  private async admitLater(network: string): Promise<ClientCheck | number> {
     for (;;) {
-      const now = this.clock.now().getTime()
-      let state = this.networks.get(network)
-      if (state !== undefined && state.blockedUntil > now) return secondsUntil(new Date(state.blockedUntil), new Date(now))
-      if (state === undefined || state.countedUntil <= now) {
-        if (state === undefined) {
-          state = { countedUntil: 0, blockedUntil: 0, unsettled: new Set() }
-          this.networks.set(network, state)
-        }
-        if (state.unsettled.size < FAST_IN_FLIGHT) return this.uncounted(network, state)
+      const fast = this.admitNow(network)
+      if (fast !== undefined) return fast
+      const state = this.networks.get(network)!
+      if (state.countedUntil <= this.clock.now().getTime()) {
         // As many checks in flight as may go ahead at once: wait for one to settle, and look again
         // (a failure among them turns the network over to the database).
-        await Promise.race(state.unsettled)
+        await this.settled(state)
         continue
       }
-      await Promise.all(state.unsettled)
+      while (state.unsettled > 0) await this.settled(state)
       const at = this.clock.now()
       const decision = await throttleStore.reserve(this.db, 'client_address', network, this.settings.address, at)
       this.learn(state, decision)
@@ -100,16 +118,22 @@ export class ClientAuthThrottle {
     }
   }
 
+  /** Resolves when one of the network's unsettled checks settles. */
+  private settled(state: NetworkState): Promise<void> {
+    return new Promise((resolve) => state.onSettle.push(resolve))
+  }
+
   /** A check the database has not counted: a failure is counted after it, before anything else from the network. */
   private uncounted(network: string, state: NetworkState): ClientCheck {
-    let settle!: () => void
-    const settled = new Promise<void>((resolve) => (settle = resolve))
-    state.unsettled.add(settled)
+    state.unsettled++
+    let open = true
     // The network's state stays for the LRU to evict: deleting the last entry of an LRUCache
     // clears all its slots, a cost in the size of the cache on every request.
     const done = () => {
-      state.unsettled.delete(settled)
-      settle()
+      if (!open) return
+      open = false
+      state.unsettled--
+      if (state.onSettle.length > 0) for (const wake of state.onSettle.splice(0)) wake()
     }
     return {
       passed: async () => done(),
