@@ -161,7 +161,7 @@ export class ChangeFeed implements ChangeWriter {
       for (const c of changes) last = await changeRepository.record(trx, c)
       return r
     })
-    if (last > 0) await this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': last }, () => this.awaitApplied(last))
+    if (last > 0) await this.awaitApplied(last)
     return result
   }
 
@@ -173,7 +173,7 @@ export class ChangeFeed implements ChangeWriter {
    */
   async fence(): Promise<void> {
     const head = await changeRepository.head(this.db)
-    await this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': head }, () => this.awaitApplied(head))
+    await this.awaitApplied(head)
   }
 
   /**
@@ -187,6 +187,11 @@ export class ChangeFeed implements ChangeWriter {
    * watched it go unrenewed for a lease length, by its own monotonic clock, has deleted it (reap).
    */
   awaitApplied(seq: number): Promise<void> {
+    // A span of the caller's (a revocation's request), whichever path waits: write, fence or a batch.
+    return this.tracing.span('change_feed.await_applied', { 'tessera.change.seq': seq }, () => this.acknowledgedBy(seq))
+  }
+
+  private acknowledgedBy(seq: number): Promise<void> {
     return new Promise((resolve) => {
       this.waiters.push({ seq, deadline: performance.now() + LEASE_MS + CLOCK_MARGIN_MS, resolve })
       this.waiting ??= this.watchAcknowledgements().finally(() => (this.waiting = undefined))
