@@ -15,7 +15,7 @@ const database = await isolatedDatabase()
 if (database === undefined) {
   t.plan(0, 'needs Postgres: DATABASE_URL is unset')
 } else {
-    const proxy = await TcpProxy.forDatabase(database.url)
+  const proxy = await TcpProxy.forDatabase(database.url)
   // A short timeout, so that requests that need the database fail fast while it is gone.
   const srv = await spawnServer(t, instanceEnv(proxy.url(database.url), ADMIN, { DATABASE_TIMEOUT_MS: '1000' }))
   t.teardown(async () => {

@@ -52,7 +52,7 @@ const database = await isolatedDatabase()
 if (database === undefined) {
   t.plan(0, 'needs Postgres: DATABASE_URL is unset')
 } else {
-    const proxy = await TcpProxy.forDatabase(database.url)
+  const proxy = await TcpProxy.forDatabase(database.url)
   const env = instanceEnv(database.url, ADMIN)
   const instances: ServerProcess[] = []
   t.teardown(async () => {

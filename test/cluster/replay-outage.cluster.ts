@@ -17,7 +17,7 @@ const database = await isolatedDatabase()
 if (database === undefined) {
   t.plan(0, 'needs Postgres: DATABASE_URL is unset')
 } else {
-    const proxy = await TcpProxy.forDatabase(database.url)
+  const proxy = await TcpProxy.forDatabase(database.url)
   const srv = await spawnServer(t, {
     DATABASE_URL: proxy.url(database.url),
     KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),

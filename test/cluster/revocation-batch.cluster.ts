@@ -20,7 +20,7 @@ const database = await isolatedDatabase()
 if (database === undefined) {
   t.plan(0, 'needs Postgres: DATABASE_URL is unset')
 } else {
-    const proxy = await TcpProxy.forDatabase(database.url)
+  const proxy = await TcpProxy.forDatabase(database.url)
   const env = instanceEnv(database.url, ADMIN)
   const a = await spawnServer(t, env)
   const b = await spawnServer(t, { ...env, DATABASE_LISTEN_URL: proxy.url(database.url) })

@@ -214,7 +214,7 @@ t.test('a connection stuck in the middle of a request is destroyed at SHUTDOWN_T
 t.test('a database that stops answering (a half-open connection) does not hold the exit past SHUTDOWN_TIMEOUT', { skip: !process.env['DATABASE_URL'] && 'needs Postgres: the embedded database has no connection to stall' }, async (t) => {
   const database = (await isolatedDatabase())!
   t.teardown(() => database.drop())
-    const proxy = await TcpProxy.forDatabase(database.url)
+  const proxy = await TcpProxy.forDatabase(database.url)
   t.teardown(() => proxy.close())
   // Both the pool and the feed's LISTEN session go through the proxy (DATABASE_LISTEN_URL
   // defaults to DATABASE_URL).
